@@ -1,0 +1,143 @@
+"""Safe image decoding and the manifest-driven preprocessing every tower input goes through.
+
+Decoding is where untrusted bytes meet C code, so it is strict: an allow-list of formats (Pillow
+would otherwise happily hand EPS to Ghostscript), a byte limit, a pixel limit checked from the
+header before any pixel is decoded (decompression bombs), and truncated files rejected rather than
+silently padded. All of it without touching Pillow's process-wide globals.
+
+Preprocessing reproduces what the model saw in training: CLIP's shortest-side bicubic resize +
+centre crop (done with PIL on uint8, exactly as Hugging Face's CLIPImageProcessor does), or
+fit-and-pad for models trained on whole product photos. Large JPEGs are decoded at a reduced DCT
+scale (``draft``) that stays at least twice the tower's input size, so the final bicubic
+downscale still sees enough pixels; the tests bound the resulting difference.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fashion_search.errors import InputError
+from fashion_search.manifest import ImageTower
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # MPO opens as JPEG
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied
+    width: int  # of the original, as stored (before any draft reduction)
+    height: int
+    format: str
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, min_side: int | None = None
+) -> DecodedImage:
+    """Bytes -> RGB image, or ``InputError`` naming what is wrong with them.
+
+    ``min_side``: when given, JPEGs may be decoded at a reduced scale as long as both sides stay
+    at least this large (see module docstring).
+    """
+    if not data:
+        raise InputError("empty_image", "the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise InputError(
+            "too_large", f"the image is {len(data)} bytes; the limit is {max_bytes}", status_code=413
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InputError(
+                    "too_many_pixels",
+                    f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+                    status_code=413,
+                )
+            fmt = image.format or ""
+            if min_side and fmt in ("JPEG", "MPO"):
+                image.draft("RGB", (2 * min_side, 2 * min_side))
+            image.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError("too_many_pixels", str(exc), status_code=413) from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(
+            "not_an_image", f"not a supported image (accepted: {', '.join(ALLOWED_FORMATS)})"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError("corrupt_image", f"the image could not be decoded: {exc}") from exc
+    return DecodedImage(to_rgb(ImageOps.exif_transpose(image)), width, height, fmt)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode -> RGB. Transparency is composited on white (catalogue backgrounds are white),
+    16/32-bit greyscale is scaled rather than clipped, which is what ``convert`` alone would do."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_for_tower(image: Image.Image, spec: ImageTower) -> Image.Image:
+    """RGB image -> exactly (spec.width, spec.height), the way the model was trained."""
+    out_w, out_h = spec.width, spec.height
+    resample = _RESAMPLE[spec.interpolation]
+    w, h = image.size
+    if spec.resize == "squash":
+        return image.resize((out_w, out_h), resample=resample)
+    if spec.resize == "fit_pad":
+        scale = min(out_w / w, out_h / h)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        if (new_w, new_h) != (w, h):
+            image = image.resize((new_w, new_h), resample=resample)
+        canvas = Image.new("RGB", (out_w, out_h), tuple(spec.pad_color))
+        canvas.paste(image, ((out_w - new_w) // 2, (out_h - new_h) // 2))
+        return canvas
+    # shortest_side_center_crop: as CLIPImageProcessor (shortest edge -> size, long edge truncated).
+    if out_w == out_h:
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = out_w, int(out_w * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    else:
+        scale = max(out_w / w, out_h / h)
+        new_w, new_h = max(out_w, int(w * scale)), max(out_h, int(h * scale))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample=resample)
+    left, top = (new_w - out_w) // 2, (new_h - out_h) // 2
+    return image.crop((left, top, left + out_w, top + out_h))
+
+
+def prepare_pixels(image: Image.Image, spec: ImageTower) -> np.ndarray:
+    """RGB image -> float32 (3, H, W): resized, scaled to [0, 1], normalised by mean/std."""
+    arr = np.asarray(resize_for_tower(image, spec), dtype=np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def decode_and_prepare(
+    data: bytes, spec: ImageTower, *, max_bytes: int, max_pixels: int
+) -> tuple[DecodedImage, np.ndarray]:
+    """The one path from untrusted bytes to a tower input, shared by ingest and search."""
+    decoded = decode_image(
+        data, max_bytes=max_bytes, max_pixels=max_pixels, min_side=max(spec.width, spec.height)
+    )
+    return decoded, prepare_pixels(decoded.image, spec)

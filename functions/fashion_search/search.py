@@ -1,0 +1,132 @@
+"""The search path: a text, an image or an indexed image id in, ranked catalogue hits out.
+
+Validation lives here rather than in the HTTP layer so that the CLI, the API and any future
+caller reject the same inputs with the same error codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fashion_search.config import Settings
+from fashion_search.encoder import Encoder
+from fashion_search.errors import InputError, NotFoundError
+from fashion_search.imaging import decode_and_prepare
+from fashion_search.ingest import KEY_FIELD
+from fashion_search.records import ImageRecord
+from fashion_search.stores.base import Filters, MetadataStore, ObjectStore, VectorIndex
+
+RawFilters = Mapping[str, str | Sequence[str]]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image_id: str
+    key: str
+    score: float
+    url: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def normalize_filters(filters: RawFilters | None) -> Filters | None:
+    """``{tag: value | [values]}`` -> ``{tag: [values]}``; anything else is an ``invalid_filters`` error."""
+    if not filters:
+        return None
+    if not isinstance(filters, Mapping):
+        raise InputError("invalid_filters", "filters must be an object of {tag: value or [values]}")
+    out: dict[str, list[str]] = {}
+    for tag, value in filters.items():
+        if not isinstance(tag, str) or not tag or tag.startswith("_"):
+            raise InputError("invalid_filters", f"invalid tag name {tag!r}")
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list | tuple) or not values or not all(isinstance(v, str) for v in values):
+            raise InputError(
+                "invalid_filters", f"filter {tag!r} must be a string or a non-empty list of strings"
+            )
+        out[tag] = list(values)
+    return out
+
+
+class Searcher:
+    def __init__(
+        self,
+        encoder: Encoder,
+        metadata: MetadataStore,
+        vectors: VectorIndex,
+        objects: ObjectStore,
+        settings: Settings,
+    ) -> None:
+        self.encoder = encoder
+        self.metadata = metadata
+        self.vectors = vectors
+        self.objects = objects
+        self.settings = settings
+
+    def _check_top_k(self, top_k: int) -> None:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= self.settings.max_top_k:
+            raise InputError("invalid_top_k", f"top_k must be an integer from 1 to {self.settings.max_top_k}")
+
+    def _query(
+        self,
+        vector: np.ndarray,
+        top_k: int,
+        filters: RawFilters | None,
+        min_score: float | None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[SearchHit]:
+        self._check_top_k(top_k)
+        matches = self.vectors.query(vector, top_k, normalize_filters(filters), exclude_ids)
+        hits = []
+        for m in matches:
+            if min_score is not None and m.score < min_score:
+                continue
+            tags = {k: v for k, v in m.metadata.items() if not k.startswith("_")}
+            key = m.metadata.get(KEY_FIELD, "")
+            hits.append(SearchHit(m.id, key, float(m.score), self.objects.url(key), tags))
+        return hits
+
+    def by_text(
+        self, text: str, top_k: int = 1, filters: RawFilters | None = None, min_score: float | None = None
+    ) -> list[SearchHit]:
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("empty_text", "text must be a non-empty string")
+        if len(text) > self.settings.max_text_chars:
+            raise InputError(
+                "text_too_long",
+                f"text is {len(text)} characters; the limit is {self.settings.max_text_chars}",
+            )
+        self._check_top_k(top_k)
+        vector = self.encoder.embed_texts([text.strip()])[0]
+        return self._query(vector, top_k, filters, min_score)
+
+    def by_image_bytes(
+        self, data: bytes, top_k: int = 3, filters: RawFilters | None = None, min_score: float | None = None
+    ) -> list[SearchHit]:
+        self._check_top_k(top_k)
+        _, pixels = decode_and_prepare(
+            data,
+            self.encoder.manifest.image,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+        vector = self.encoder.embed_pixels(pixels[None])[0]
+        return self._query(vector, top_k, filters, min_score)
+
+    def by_image_id(
+        self, image_id: str, top_k: int = 3, filters: RawFilters | None = None, min_score: float | None = None
+    ) -> list[SearchHit]:
+        """'More like this': reuse the stored vector (no re-embedding) and leave the item itself out."""
+        self._check_top_k(top_k)
+        vector = self.vectors.fetch([image_id]).get(image_id)
+        if vector is None:
+            raise NotFoundError(f"no indexed image with id {image_id!r}")
+        return self._query(vector, top_k, filters, min_score, exclude_ids=[image_id])
+
+    def get(self, image_id: str) -> tuple[ImageRecord, str]:
+        record = self.metadata.get(image_id)
+        if record is None:
+            raise NotFoundError(f"no image with id {image_id!r}")
+        return record, self.objects.url(record.key)

@@ -1,0 +1,73 @@
+"""Catalogue import: CSV tags, limits, a summary with reasons, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fashion_search.catalogue import import_catalogue, read_tags_csv
+from fashion_search.records import image_id_for_key
+from fashion_search.services import Services
+
+
+@pytest.fixture
+def folder(tmp_path: Path, kagl_dir: Path, kagl_sample_ids: list[str]) -> Path:
+    """30 KAGL photos, one corrupt file and one non-image file that the importer must skip."""
+    out = tmp_path / "catalogue"
+    out.mkdir()
+    for pid in kagl_sample_ids[:30]:
+        shutil.copy(kagl_dir / "images" / f"{pid}.jpg", out / f"{pid}.jpg")
+    (out / "99999999.jpg").write_bytes((kagl_dir / "images" / f"{kagl_sample_ids[0]}.jpg").read_bytes()[:400])
+    (out / "notes.txt").write_text("not an image")
+    return out
+
+
+def test_import_with_tags_and_summary(services: Services, folder: Path, kagl_dir: Path) -> None:
+    summary = import_catalogue(services, folder, kagl_dir / "styles.csv", chunk_size=8)
+    assert (summary.ingested, summary.skipped, summary.failed) == (30, 0, 1)
+    assert summary.reasons == {"corrupt_image": 1}
+    assert summary.failed_keys == ["99999999.jpg"]
+    record = services.metadata.get(image_id_for_key("15970.jpg")) or next(
+        services.metadata.iter_records("indexed")
+    )
+    assert record.tags["productDisplayName"] and "id" not in record.tags
+    assert services.objects.get(record.key, max_bytes=10**6) == (folder / record.key).read_bytes()
+
+
+def test_limit(services: Services, folder: Path) -> None:
+    summary = import_catalogue(services, folder, limit=5)
+    assert summary.total == 5 and services.vectors.count() == 5
+
+
+def test_rerun_skips_everything(services: Services, folder: Path) -> None:
+    import_catalogue(services, folder, chunk_size=8)
+    again = import_catalogue(services, folder, chunk_size=8)
+    assert (again.ingested, again.skipped, again.failed) == (0, 31, 0)
+
+
+def test_interrupted_import_resumes(make_services: Callable[..., Services], folder: Path) -> None:
+    calls = []
+
+    def interrupt_after_two_chunks(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    first = import_catalogue(make_services(), folder, chunk_size=8, on_progress=interrupt_after_two_chunks)
+    assert first.interrupted and first.ingested == 16
+    resumed = import_catalogue(make_services(), folder, chunk_size=8)  # a new process
+    assert not resumed.interrupted
+    assert resumed.skipped == 16 and resumed.ingested + resumed.failed == 15
+    assert make_services().vectors.count() == 30
+
+
+def test_tags_csv_first_column_joins_to_the_stem(tmp_path: Path) -> None:
+    csv_path = tmp_path / "tags.csv"
+    csv_path.write_text('sku,colour,name\nA1,Red,"Shirt, slim"\nB2,,Plain\n')
+    assert read_tags_csv(csv_path) == {
+        "A1": {"colour": "Red", "name": "Shirt, slim"},
+        "B2": {"name": "Plain"},
+    }

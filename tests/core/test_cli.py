@@ -1,0 +1,63 @@
+"""The console script end to end over a local data dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fashion_search.cli import main
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path) -> Path:
+    monkeypatch.setenv("FASHION_SEARCH_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("FASHION_SEARCH_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object]:
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+def test_ingest_search_similar_delete_stats(env: Path, kagl_dir: Path, capsys) -> None:
+    code, summary = run(
+        capsys,
+        "ingest",
+        str(kagl_dir / "images"),
+        "--tags-csv",
+        str(kagl_dir / "styles.csv"),
+        "--limit",
+        "12",
+        "--quiet",
+    )
+    assert code == 0 and summary["ingested"] == 12
+    code, hits = run(capsys, "search", "blue jeans", "--top-k", "3")
+    assert code == 0 and len(hits) == 3 and all("tags" in h for h in hits)
+    gender = hits[0]["tags"]["gender"]
+    code, filtered = run(capsys, "search", "shirt", "--top-k", "12", "--filter", f"gender={gender}")
+    assert filtered and all(h["tags"]["gender"] == gender for h in filtered)
+    first = sorted((kagl_dir / "images").glob("*.jpg"))[0]
+    code, similar = run(capsys, "similar", str(first), "--top-k", "1")
+    assert similar[0]["key"] == first.name and similar[0]["score"] > 0.99
+    code, deleted = run(capsys, "delete", first.name)
+    assert deleted["status"] == "deleted"
+    code, stats = run(capsys, "stats")
+    assert stats["vectors"] == 11 and stats["records"] == {"indexed": 11, "failed": 0, "deleted": 1}
+
+
+def test_bad_input_exits_2_with_a_json_error(env: Path, capsys) -> None:
+    assert main(["search", "   "]) == 2
+    err = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert err["error"] == "empty_text"
+    assert main(["ingest", str(env / "missing-folder")]) == 2
+
+
+def test_missing_model_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setenv("FASHION_SEARCH_MODEL_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("FASHION_SEARCH_DATA_DIR", str(tmp_path / "data"))
+    assert main(["stats"]) == 1
+    assert "model_export" in capsys.readouterr().err
