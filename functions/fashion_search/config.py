@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
     image_batch_size: int = Field(64, ge=1, le=1024, description="Images per ONNX call during ingest.")
+    faiss_threads: int = Field(
+        1, ge=1, description="Local index: threads per query (1 is fastest when requests run concurrently)."
+    )
 
     # --- where state lives -----------------------------------------------------------------------
     backend: Backend = Field("local", description="'local' (directory, SQLite, FAISS) or 'aws'.")
@@ -45,16 +48,16 @@ class Settings(BaseSettings):
     )
 
     # --- fetching images by URL ----------------------------------------------------------------
-    url_connect_timeout_s: float = Field(3.0, gt=0)
+    url_connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout for image URLs.")
     url_read_timeout_s: float = Field(10.0, gt=0, description="Total time budget for one URL download.")
-    url_max_redirects: int = Field(3, ge=0)
+    url_max_redirects: int = Field(3, ge=0, description="Redirects followed (each hop re-checked).")
     url_allow_private: bool = Field(
         False,
         description="Allow URLs that resolve to loopback/private addresses. Only for tests and labs.",
     )
 
     # --- AWS backend ---------------------------------------------------------------------------
-    aws_region: str = Field("us-east-1")
+    aws_region: str = Field("us-east-1", description="Region of the AWS services.")
     aws_endpoint_url: str | None = Field(
         None, description="Override for S3/DynamoDB/SQS/Secrets Manager (e.g. a moto server)."
     )
@@ -83,7 +86,7 @@ class Settings(BaseSettings):
 
     # --- logging -------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("text", description="'json' on Lambda.")
-    log_level: str = Field("INFO")
+    log_level: str = Field("INFO", description="Root log level.")
 
     @property
     def sqlite_path(self) -> Path:

@@ -61,3 +61,11 @@ def test_missing_model_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("FASHION_SEARCH_DATA_DIR", str(tmp_path / "data"))
     assert main(["stats"]) == 1
     assert "model_export" in capsys.readouterr().err
+
+
+def test_readme_documents_every_setting() -> None:
+    from fashion_search.config import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"FASHION_SEARCH_{n.upper()}" not in readme]
+    assert not missing, f"README configuration table lacks {missing}"
