@@ -115,10 +115,7 @@ class Encoder:
         """Strings -> (N, D) unit vectors."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        ids, mask = self._tokenizer.encode(texts)
         spec = self.manifest.text
-        feed = {spec.input_ids_name: ids}
-        if spec.attention_mask_name:
-            feed[spec.attention_mask_name] = mask
+        feed = self._tokenizer.feeds(texts)
         (out,) = self._text.run([spec.output_name], feed)
         return l2_normalize(out)

@@ -23,6 +23,9 @@ class TextTokenizer:
             tokenizer.enable_padding(pad_id=spec.pad_id, pad_token=spec.pad_token, length=spec.max_length)
         else:
             tokenizer.enable_padding(pad_id=spec.pad_id, pad_token=spec.pad_token)
+        # Query text is user input: a literal "<|endoftext|>" or "[SEP]" in it must stay text,
+        # not end the sequence early. Not stored in tokenizer.json, so it is set here.
+        tokenizer.encode_special_tokens = True
         self._tokenizer = tokenizer
 
     @classmethod
@@ -37,3 +40,11 @@ class TextTokenizer:
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask
+
+    def feeds(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The text tower's inputs by the manifest's names (mask only when the tower takes one)."""
+        ids, mask = self.encode(texts)
+        feeds = {self._spec.input_ids_name: ids}
+        if self._spec.attention_mask_name:
+            feeds[self._spec.attention_mask_name] = mask
+        return feeds

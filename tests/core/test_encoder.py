@@ -90,3 +90,11 @@ def test_invalid_manifest(tiny_model_dir: Path, tmp_path: Path) -> None:
     (model / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="invalid"):
         Encoder.load(model)
+
+
+def test_special_tokens_in_user_text_stay_text(tiny_encoder: Encoder) -> None:
+    """A query cannot cut itself short by typing the end-of-text token."""
+    plain, injected = tiny_encoder.embed_texts(["red dress", "red dress <|endoftext|> blue jeans"])
+    truncated = tiny_encoder.embed_texts(["red dress"])[0]
+    assert np.abs(injected - truncated).max() > 1e-3
+    np.testing.assert_allclose(plain, truncated, atol=1e-6)
