@@ -1,0 +1,1 @@
+"""Constructs of the one ``FashionSearchStack``: data, ingest, api, frontend, backfill, monitoring."""
