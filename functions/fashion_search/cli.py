@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fashion_search.backfill import add_arguments as add_backfill_arguments
+from fashion_search.backfill import run_backfill
 from fashion_search.config import Settings
 from fashion_search.errors import FashionSearchError, InputError
 from fashion_search.logs import configure_logging
@@ -69,6 +71,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
     )
     return 0
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    return run_backfill(settings, args)
 
 
 def cmd_search(services: Services, args: argparse.Namespace) -> int:
@@ -140,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("delete", help="remove an object and its vector")
     p.add_argument("key")
 
+    p = sub.add_parser("backfill", help="index a whole bucket in bulk (resumable; see docs/backfill.md)")
+    add_backfill_arguments(p)
+
     sub.add_parser("stats", help="model and record counts")
     return parser
 
@@ -160,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(settings, args)
+        if args.command == "backfill":  # builds its own services (GPU encoder, --bucket)
+            return cmd_backfill(settings, args)
         return COMMANDS[args.command](build_services(settings), args)
     except InputError as exc:
         print(json.dumps({"error": exc.code, "detail": exc.detail}), file=sys.stderr)

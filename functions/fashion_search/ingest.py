@@ -146,8 +146,8 @@ class Ingestor:
         ]
         return self.index_prepared(prepared)
 
-    def index_prepared(self, prepared: Sequence[PreparedItem]) -> list[IngestOutcome]:
-        """Embed the good items, record the bad ones; skip current and stale ones."""
+    def index_prepared(self, prepared: Sequence[PreparedItem], *, force: bool = False) -> list[IngestOutcome]:
+        """Embed the good items, record the bad ones; skip current (unless ``force``) and stale ones."""
         stored = self.metadata.get_many([p.image_id for p in prepared])
         outcomes: dict[int, IngestOutcome] = {}
         todo: list[int] = []
@@ -157,7 +157,7 @@ class Ingestor:
                 outcomes[n] = IngestOutcome(
                     p.key, p.image_id, "stale", "a newer event for this key was applied"
                 )
-            elif self._is_current(record, p.sha256) and p.sequencer in (None, record.sequencer):
+            elif not force and self._is_current(record, p.sha256) and p.sequencer in (None, record.sequencer):
                 # A same-bytes event with a newer sequencer is NOT skipped: the record must carry
                 # that sequencer, or a late delete sequenced in between would wrongly win.
                 outcomes[n] = IngestOutcome(p.key, p.image_id, "skipped", "already indexed with these bytes")
