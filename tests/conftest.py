@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# moto (S3, SQS, DynamoDB) and a Pinecone-API server on loopback, for every test area that needs them.
+pytest_plugins = ["tests.plugins.aws_servers"]
+
 REPO = Path(__file__).resolve().parents[1]
 KAGL_DIR = (REPO / ".." / "shared" / "data" / "kagl").resolve()
 TINY_MODEL_DIR = REPO / "tests" / "fixtures" / "tiny-clip"

@@ -57,4 +57,8 @@ def create_app(services: Services) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     settings = Settings()
     configure_logging(settings)
+    if settings.api_key_secret_arn and settings.api_key is None:
+        from fashion_search.stores.aws import with_resolved_api_key  # boto3 only when needed
+
+        settings = with_resolved_api_key(settings)
     return create_app(build_services(settings))

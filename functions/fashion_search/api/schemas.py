@@ -143,7 +143,9 @@ class HealthResponse(BaseModel):
     model_id: str
     dim: int = Field(description="Embedding dimension.")
     backend: str = Field(examples=["local"])
-    records: dict[str, int] = Field(description="Metadata records per status.", examples=[{"indexed": 44000}])
+    records: dict[str, int] | None = Field(
+        description="Metadata records per status (local backend only).", examples=[{"indexed": 44000}]
+    )
     vectors: int = Field(description="Vectors in the index.")
 
 
