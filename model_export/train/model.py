@@ -1,0 +1,158 @@
+"""The dual encoder: a small CNN image tower and a frozen sentence encoder with a learned projection.
+
+The text side is split in two on purpose. The sentence encoder (all-MiniLM-L6-v2) stays frozen, so
+its pooled embedding of every caption is computed once and training only updates the projection
+(``CachedCaptionTower``); the exported text tower (``SentenceTextTower``) chains the same encoder,
+pooling and projection so that the runtime sees one ONNX graph from token ids to embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOGIT_SCALE_MAX = math.log(100.0)
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; the shortcut is a strided 1x1 conv when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(cin, cout, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
+
+
+class SmallCNN(nn.Module):
+    """A ~1.5M-parameter ResNet for 80x60 product photos. The stem strides early because on two
+    CPU cores full-resolution convolutions cost more epochs than the detail they keep is worth."""
+
+    def __init__(
+        self,
+        dim: int,
+        stem: Sequence[int] = (24,),
+        widths: Sequence[int] = (32, 64, 128, 256),
+        depths: Sequence[int] = (1, 1, 1, 1),
+        strides: Sequence[int] = (1, 2, 2, 2),
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for width in stem:
+            layers.append(_conv_bn(cin, width, stride=2))
+            cin = width
+        for width, depth, stride in zip(widths, depths, strides, strict=True):
+            for k in range(depth):
+                layers.append(BasicBlock(cin, width, stride=stride if k == 0 else 1))
+                cin = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.features(pixel_values)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class Projection(nn.Module):
+    """Linear map plus a residual MLP, from the frozen sentence space into the shared space."""
+
+    def __init__(self, din: int, dim: int, hidden: int = 1024) -> None:
+        super().__init__()
+        self.linear = nn.Linear(din, dim)
+        self.mlp = nn.Sequential(nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.mlp(x)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence-transformers pooling, then L2 norm (all-MiniLM-L6-v2's Pooling + Normalize modules)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return F.normalize(pooled, dim=-1)
+
+
+class CachedCaptionTower(nn.Module):
+    """Training-time text tower: projection of precomputed frozen-encoder embeddings, by caption id."""
+
+    def __init__(self, caption_embeddings: torch.Tensor, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("bank", caption_embeddings.float(), persistent=False)
+        self.projection = Projection(caption_embeddings.shape[1], dim)
+
+    def forward(self, caption_ids: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.bank[caption_ids])
+
+
+class SentenceTextTower(nn.Module):
+    """Export-time text tower: token ids + mask -> frozen encoder -> mean pool -> projection."""
+
+    def __init__(self, encoder: nn.Module, projection: Projection) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projection = projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.projection(mean_pool(hidden, attention_mask))
+
+
+class DualEncoder(nn.Module):
+    """Image tower + caption tower + learnable temperature (capped so the loss cannot collapse)."""
+
+    def __init__(
+        self, image_tower: nn.Module, caption_tower: nn.Module, init_temperature: float = 0.07
+    ) -> None:
+        super().__init__()
+        self.image_tower = image_tower
+        self.caption_tower = caption_tower
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+    def forward(self, pixels: torch.Tensor, caption_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img = F.normalize(self.image_tower(pixels), dim=-1)
+        txt = F.normalize(self.caption_tower(caption_ids), dim=-1)
+        return img, txt
+
+
+def multi_positive_infonce(
+    img: torch.Tensor, txt: torch.Tensor, positives: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE whose targets spread evenly over every positive pair.
+
+    ``positives[i, j]`` is true when image ``i`` matches caption ``j`` (the diagonal always is);
+    one-hot targets would push apart products that share a name or the attributes a caption pins.
+    """
+    logits = scale * img @ txt.t()
+    target = positives.to(logits.dtype)
+    i2t = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    t2i = -(target.t() / target.t().sum(1, keepdim=True) * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    return (i2t + t2i) / 2
+
+
+def match_matrix(item_attrs: torch.Tensor, caption_spec: torch.Tensor) -> torch.Tensor:
+    """[B_img, B_txt] bool: every field a caption pins (spec >= 0) equals the item's value."""
+    spec = caption_spec.unsqueeze(0)
+    return ((spec < 0) | (spec == item_attrs.unsqueeze(1))).all(dim=-1)

@@ -1,0 +1,160 @@
+"""A tiny real run of the training loop on 64 KAGL images: split, preprocessing, resume, export.
+
+No mocks: the frozen MiniLM encodes the captions, the CNN trains a few steps on CPU, and the export
+is loaded by the runtime's ``Encoder``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fashion_search.encoder import Encoder  # noqa: E402
+from fashion_search.imaging import decode_image, prepare_pixels  # noqa: E402
+from model_export.train.data import (  # noqa: E402
+    IMAGE_SPEC,
+    NAME,
+    CaptionBank,
+    Catalogue,
+    is_held_out,
+    load_images,
+)
+from model_export.train.loop import (  # noqa: E402
+    TrainConfig,
+    build_model,
+    load_checkpoint,
+    normalize,
+    to_pixels,
+    train,
+)
+from model_export.train.model import match_matrix, multi_positive_infonce  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+def _config(kagl_dir: Path, run_dir: Path) -> TrainConfig:
+    return TrainConfig(
+        images=kagl_dir / "images",
+        captions=kagl_dir / "styles.csv",
+        run_dir=run_dir,
+        epochs=1,
+        batch_size=16,
+        warmup_steps=2,
+        checkpoint_every=2,
+        max_items=64,
+        dim=32,
+    )
+
+
+def test_split_never_trains_on_held_out_products(kagl_dir: Path) -> None:
+    train, val, held = Catalogue.load(kagl_dir / "styles.csv", kagl_dir / "images").split()
+    assert not any(is_held_out(i) for i in train.ids + val.ids)
+    assert all(is_held_out(i) for i in held.ids)
+    assert not set(train.ids) & set(val.ids)
+    assert len(held.ids) == 4443
+
+
+def test_training_pixels_are_the_runtime_pixels(kagl_dir: Path, kagl_sample_ids: list[str]) -> None:
+    ids = [int(i) for i in kagl_sample_ids[:12]]
+    ours = normalize(to_pixels(torch.from_numpy(load_images(kagl_dir / "images", ids)))).numpy()
+    runtime = np.stack(
+        [
+            prepare_pixels(
+                decode_image(
+                    (kagl_dir / "images" / f"{i}.jpg").read_bytes(), max_bytes=1 << 24, max_pixels=1 << 24
+                ).image,
+                IMAGE_SPEC,
+            )
+            for i in ids
+        ]
+    )
+    np.testing.assert_allclose(ours, runtime, atol=1e-6)
+
+
+def test_captions_sharing_a_name_or_attributes_are_all_positives(kagl_dir: Path) -> None:
+    cat = Catalogue.load(kagl_dir / "styles.csv", kagl_dir / "images")
+    sub = cat.subset(cat.ids[:400])
+    bank = CaptionBank.build(sub, per_item=4)
+    items = np.arange(len(sub.ids))
+    name_caps = bank.name_caption[items]
+    match = match_matrix(torch.from_numpy(bank.attrs), torch.from_numpy(bank.spec[name_caps])).numpy()
+    same_name = bank.attrs[:, NAME][:, None] == bank.attrs[:, NAME][None, :]
+    np.testing.assert_array_equal(match, same_name)
+    caps = bank.attr_captions[:, 0]
+    match = match_matrix(torch.from_numpy(bank.attrs), torch.from_numpy(bank.spec[caps])).numpy()
+    assert match[items, items].all()
+    for j in range(0, len(items), 37):  # an image matches an attribute caption iff every pinned field agrees
+        pinned = bank.spec[caps[j]] >= 0
+        expected = (bank.attrs[:, pinned] == bank.spec[caps[j]][pinned]).all(axis=1)
+        np.testing.assert_array_equal(match[:, j], expected)
+
+
+def test_multi_positive_loss_prefers_the_true_pairing() -> None:
+    emb = torch.nn.functional.normalize(
+        torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
+    positives = torch.eye(8, dtype=torch.bool)
+    scale = torch.tensor(10.0)
+    aligned = multi_positive_infonce(emb, emb, positives, scale)
+    shuffled = multi_positive_infonce(emb, emb.roll(1, 0), positives, scale)
+    assert float(aligned) < float(shuffled)
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_run_and_exports(kagl_dir: Path, tmp_path: Path) -> None:
+    straight = _config(kagl_dir, tmp_path / "runs" / "straight")
+    model, data, summary = train(straight)
+    assert summary["step"] == summary["total_steps"] == 64 // 16
+    assert not any(is_held_out(data.ids[i]) for i in data.train_idx)
+
+    interrupted = _config(kagl_dir, tmp_path / "runs" / "interrupted")
+    _, _, first = train(interrupted, stop_after=2)
+    assert first["step"] == 2
+    restored = build_model(interrupted, data)
+    half = load_checkpoint(interrupted.run_dir / "last.pt", restored)
+    assert half["step"] == 2
+    saved = torch.load(interrupted.run_dir / "last.pt", weights_only=False)["model"]
+    for name, tensor in restored.state_dict().items():
+        assert torch.equal(saved[name], tensor), name
+    _, _, second = train(interrupted)
+    assert second["step"] == 4
+    resumed = torch.load(interrupted.run_dir / "last.pt", weights_only=False)["model"]
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+    from model_export.train.export import export_run
+
+    manifest = export_run(straight, tmp_path / "model", precision="fp32", command="pytest", sample_images=8)
+    enc = Encoder.load(tmp_path / "model")
+    assert enc.dim == manifest.embedding_dim == 32
+    texts = enc.embed_texts(["men black tshirt", "a red handbag for women"])
+    assert texts.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_init_from_fine_tunes_a_clip_checkpoint_and_exports_it(kagl_dir: Path, tmp_path: Path) -> None:
+    """The ``--init-from`` path on the tiny random CLIP (no real CLIP weights can be downloaded here)."""
+    from model_export.tiny import build_tiny_checkpoint
+    from model_export.train.clip_init import export_finetuned, open_clip
+
+    source = build_tiny_checkpoint(tmp_path / "tiny-clip")
+    cfg = _config(kagl_dir, tmp_path / "runs" / "clip")
+    cfg.init_from, cfg.lr = str(source), 1e-4
+    before = open_clip(source).model.state_dict()
+    model, data, summary = train(cfg, stop_after=2)
+    assert summary["step"] == 2
+    assert data.spec.resize == "shortest_side_center_crop" and data.images.shape[1:] == (32, 32, 3)
+    tuned = model.image_tower.model
+    assert not torch.equal(before["visual_projection.weight"], tuned.state_dict()["visual_projection.weight"])
+    ckpt = open_clip(source)
+    ckpt.model = tuned
+    manifest = export_finetuned(
+        ckpt, tmp_path / "model", precision="fp32", name="tuned", kagl_dir=kagl_dir, command="pytest"
+    )
+    enc = Encoder.load(tmp_path / "model")
+    assert enc.embed_texts(["red dress"]).shape == (1, manifest.embedding_dim)
