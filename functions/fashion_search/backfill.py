@@ -58,6 +58,7 @@ from fashion_search.ingest import (
     Ingestor,
     IngestOutcome,
     PreparedItem,
+    fetch_object,
     prepare_item,
     sha256_bytes,
 )
@@ -132,23 +133,6 @@ def _exit_with_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(1.0)
     os._exit(1)
-
-
-def fetch_object(objects: ObjectStore, key: str, max_bytes: int) -> IngestItem | PreparedItem:
-    """What the ingest Lambda reads for a key: user metadata as tags, then the bytes.
-
-    An object over the size limit is not downloaded; it becomes a failed item, as in the Lambda.
-    ``NotFoundError`` (deleted since it was listed) propagates.
-    """
-    info = objects.head(key)
-    tags = dict(info.metadata)
-    try:
-        data = objects.get(key, max_bytes=max_bytes)
-    except NotFoundError:
-        raise
-    except InputError as exc:
-        return PreparedItem(key, "", info.size, tags, None, error=f"{exc.code}: {exc.detail}")
-    return IngestItem(key, data, tags)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ import numpy as np
 
 from fashion_search.config import Settings
 from fashion_search.encoder import Encoder
-from fashion_search.errors import InputError
+from fashion_search.errors import InputError, NotFoundError
 from fashion_search.imaging import decode_and_prepare
 from fashion_search.manifest import ImageTower
 from fashion_search.records import ImageRecord, image_id_for_key, is_stale
-from fashion_search.stores.base import MetadataStore, VectorIndex, VectorItem
+from fashion_search.stores.base import MetadataStore, ObjectStore, VectorIndex, VectorItem
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,26 @@ def prepare_item(item: IngestItem, spec: ImageTower, *, max_bytes: int, max_pixe
     return PreparedItem(
         **base, width=decoded.width, height=decoded.height, format=decoded.format, pixels=pixels
     )
+
+
+def fetch_object(
+    objects: ObjectStore, key: str, max_bytes: int, sequencer: str | None = None
+) -> IngestItem | PreparedItem:
+    """Read an object as every bucket-driven path does: user metadata as tags, then the bytes.
+
+    An object over the size limit is not downloaded; it becomes a failed item. ``NotFoundError``
+    (deleted since it was listed or announced) propagates for the caller to decide.
+    """
+    info = objects.head(key)
+    tags = dict(info.metadata)
+    try:
+        data = objects.get(key, max_bytes=max_bytes)
+    except NotFoundError:
+        raise
+    except InputError as exc:
+        # Never downloaded, so there is no hash.
+        return PreparedItem(key, "", info.size, tags, sequencer, error=f"{exc.code}: {exc.detail}")
+    return IngestItem(key, data, tags, sequencer)
 
 
 def vector_metadata(key: str, tags: dict[str, str]) -> dict[str, str]:

@@ -26,8 +26,8 @@ from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from fashion_search.config import Settings
-from fashion_search.errors import InputError, NotFoundError
-from fashion_search.ingest import IngestItem, IngestOutcome, PreparedItem, prepare_item
+from fashion_search.errors import NotFoundError
+from fashion_search.ingest import IngestOutcome, PreparedItem, fetch_object, prepare_item
 from fashion_search.logs import configure_logging
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services, build_services
@@ -159,23 +159,10 @@ class IngestBatch:
 
     def prepare(self, event: ObjectEvent) -> PreparedItem:
         """Download and decode; a too-large object is recorded as failed without downloading it."""
-        objects, max_bytes = self.services.objects, self.settings.max_image_bytes
-        info = objects.head(event.key)
-        tags = dict(info.metadata)
-        try:
-            data = objects.get(event.key, max_bytes=max_bytes)
-        except NotFoundError:
-            raise
-        except InputError as exc:
-            return PreparedItem(
-                key=event.key,
-                sha256="",  # never downloaded, so there is no hash
-                size_bytes=info.size,
-                tags=tags,
-                sequencer=event.sequencer,
-                error=f"{exc.code}: {exc.detail}",
-            )
-        item = IngestItem(event.key, data, tags, event.sequencer)
+        max_bytes = self.settings.max_image_bytes
+        item = fetch_object(self.services.objects, event.key, max_bytes, event.sequencer)
+        if isinstance(item, PreparedItem):
+            return item
         spec = self.services.encoder.manifest.image
         return prepare_item(item, spec, max_bytes=max_bytes, max_pixels=self.settings.max_image_pixels)
 
