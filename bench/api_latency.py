@@ -51,7 +51,10 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120.0)
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     arr = np.asarray(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p99_ms": round(float(np.percentile(arr, 99)), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+    }
 
 
 def timed(call: Callable[[], requests.Response], n: int) -> list[float]:
@@ -64,7 +67,9 @@ def timed(call: Callable[[], requests.Response], n: int) -> list[float]:
     return out
 
 
-def throughput(make_call: Callable[[int], Callable[[], requests.Response]], clients: int, seconds: float) -> float:
+def throughput(
+    make_call: Callable[[int], Callable[[], requests.Response]], clients: int, seconds: float
+) -> float:
     counts = [0] * clients
     stop = time.monotonic() + seconds
 
@@ -100,7 +105,11 @@ def main() -> None:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "FASHION_SEARCH_DATA_DIR": str(args.data_dir), "FASHION_SEARCH_MODEL_DIR": str(args.model)}
+    env = {
+        **os.environ,
+        "FASHION_SEARCH_DATA_DIR": str(args.data_dir),
+        "FASHION_SEARCH_MODEL_DIR": str(args.model),
+    }
     cli = [sys.executable, "-m", "fashion_search.cli", "serve", "--port", str(port)]
     proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -114,18 +123,25 @@ def main() -> None:
         n = iter(range(10**9))
 
         def text_call(s: requests.Session = session) -> requests.Response:
-            return s.post(f"{base}/get_image_by_text", json={"text": names[next(n) % len(names)], "top_k": 10})
+            return s.post(
+                f"{base}/get_image_by_text", json={"text": names[next(n) % len(names)], "top_k": 10}
+            )
 
         timed(text_call, 20)  # warm-up
         result = {
             "health": health,
             "text_search": percentiles(timed(text_call, args.requests)),
             "similar_by_id": percentiles(
-                timed(lambda: session.post(f"{base}/get_similar_images", json={"image_id": image_id}), args.requests)
+                timed(
+                    lambda: session.post(f"{base}/get_similar_images", json={"image_id": image_id}),
+                    args.requests,
+                )
             ),
             "similar_by_upload": percentiles(
                 timed(
-                    lambda: session.post(f"{base}/get_similar_images", files={"file": ("q.jpg", photo, "image/jpeg")}),
+                    lambda: session.post(
+                        f"{base}/get_similar_images", files={"file": ("q.jpg", photo, "image/jpeg")}
+                    ),
                     args.requests,
                 )
             ),
