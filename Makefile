@@ -54,6 +54,7 @@ demo: setup ingest
 	  wait
 
 test: setup-dev system-deps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: setup-dev
