@@ -144,9 +144,9 @@ def health(services: ServicesDep) -> HealthResponse:
         model_id=services.encoder.model_id,
         dim=services.encoder.dim,
         backend=services.settings.backend,
-        # Counting SQLite rows is cheap; counting DynamoDB items is a paid full-table scan that an
-        # unauthenticated health check must not trigger. The vector count (Pinecone stats) is cheap.
-        records=services.metadata.counts() if services.settings.backend == "local" else None,
+        # Only stores that count cheaply answer here: an unauthenticated health check must not
+        # trigger a paid full-table scan. The vector count (Pinecone stats) is always cheap.
+        records=services.metadata.counts() if services.metadata.counts_are_cheap else None,
         vectors=services.vectors.count(),
     )
 

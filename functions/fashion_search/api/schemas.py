@@ -144,7 +144,8 @@ class HealthResponse(BaseModel):
     dim: int = Field(description="Embedding dimension.")
     backend: str = Field(examples=["local"])
     records: dict[str, int] | None = Field(
-        description="Metadata records per status (local backend only).", examples=[{"indexed": 44000}]
+        description="Metadata records per status (omitted where counting is a table scan).",
+        examples=[{"indexed": 44000}],
     )
     vectors: int = Field(description="Vectors in the index.")
 

@@ -66,6 +66,10 @@ class ObjectStore(Protocol):
 class MetadataStore(Protocol):
     """One ``ImageRecord`` per image id (SQLite, DynamoDB)."""
 
+    # Whether ``counts()`` is cheap enough for an unauthenticated health check (a DynamoDB count
+    # is a paid full-table scan; a SQLite count is not).
+    counts_are_cheap: bool
+
     def get(self, image_id: str) -> ImageRecord | None: ...
 
     def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]: ...

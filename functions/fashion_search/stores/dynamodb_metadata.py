@@ -117,6 +117,8 @@ class DynamoDbMetadataStore:
     unprocessed after ``max_attempts`` so that the caller (SQS) retries the whole message later.
     """
 
+    counts_are_cheap = False  # counting by status is a full-table Scan
+
     def __init__(
         self,
         client: Any,

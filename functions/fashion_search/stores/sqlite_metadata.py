@@ -103,6 +103,8 @@ def _from_row(row: tuple[Any, ...]) -> ImageRecord:
 class SqliteMetadataStore:
     """``MetadataStore`` over one SQLite file; safe to share between threads and processes."""
 
+    counts_are_cheap = True
+
     def __init__(self, path: Path) -> None:
         self._db = SqliteDatabase(path, _SCHEMA, version=_SCHEMA_VERSION)
 
