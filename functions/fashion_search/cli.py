@@ -73,10 +73,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    return run_backfill(settings, args)
-
-
 def cmd_search(services: Services, args: argparse.Namespace) -> int:
     hits = services.searcher.by_text(args.text, top_k=args.top_k, filters=_filters(args.filter))
     _print_json(_hits(hits))
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(settings, args)
         if args.command == "backfill":  # builds its own services (GPU encoder, --bucket)
-            return cmd_backfill(settings, args)
+            return run_backfill(settings, args)
         return COMMANDS[args.command](build_services(settings), args)
     except InputError as exc:
         print(json.dumps({"error": exc.code, "detail": exc.detail}), file=sys.stderr)
