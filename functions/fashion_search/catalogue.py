@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -87,8 +88,15 @@ def read_tags_csv(path: Path) -> dict[str, dict[str, str]]:
 
 
 def list_images(folder: Path, limit: int | None = None) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return files[:limit] if limit is not None else files
+    """Image files under ``folder`` in path order. ``os.walk`` and a string sort: on a 44k-file
+    catalogue, ``rglob`` plus a stat per file and sorting ``Path`` objects took most of a second."""
+    names = sorted(
+        os.path.join(root, name)
+        for root, _dirs, files in os.walk(folder)
+        for name in files
+        if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    )
+    return [Path(n) for n in (names[:limit] if limit is not None else names)]
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

@@ -109,6 +109,8 @@ def resize_for_tower(image: Image.Image, spec: ImageTower) -> Image.Image:
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         if (new_w, new_h) != (w, h):
             image = image.resize((new_w, new_h), resample=resample)
+        if (new_w, new_h) == (out_w, out_h):
+            return image  # already fills the frame (catalogue photos usually do): nothing to pad
         canvas = Image.new("RGB", (out_w, out_h), tuple(spec.pad_color))
         canvas.paste(image, ((out_w - new_w) // 2, (out_h - new_h) // 2))
         return canvas

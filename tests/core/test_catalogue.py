@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_search.catalogue import import_catalogue, read_tags_csv
+from fashion_search.catalogue import import_catalogue, list_images, read_tags_csv
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services
 
@@ -71,3 +71,12 @@ def test_tags_csv_first_column_joins_to_the_stem(tmp_path: Path) -> None:
         "A1": {"colour": "Red", "name": "Shirt, slim"},
         "B2": {"name": "Plain"},
     }
+
+
+def test_list_images_walks_subfolders_in_path_order_and_skips_other_files(tmp_path: Path) -> None:
+    for rel in ("b/2.JPG", "a/z/3.png", "a/1.webp", "c.jpeg", "a/readme.txt", "b/notes"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert found == ["a/1.webp", "a/z/3.png", "b/2.JPG", "c.jpeg"]
+    assert [p.name for p in list_images(tmp_path, limit=2)] == ["1.webp", "3.png"]

@@ -125,6 +125,7 @@ def test_a_key_clashing_with_a_folder_is_a_409_and_changes_nothing(store: LocalO
         assert (exc.value.code, exc.value.status_code) == ("key_conflict", 409)
     assert [info.key for info in store.list()] == ["a/b.jpg", "c"]
     assert store.get("c", max_bytes=10) == b"2"
+    assert not any((store.root / ".store" / "tmp").iterdir())  # the refused writes cleaned up
 
 
 def test_list_is_lexicographic_by_key_and_hides_internal_files(store: LocalObjectStore) -> None:

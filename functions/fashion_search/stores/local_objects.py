@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import stat
-import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -54,12 +55,30 @@ def _check_key(key: str) -> list[str]:
     return parts
 
 
+_tmp_names = itertools.count()
+
+
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir)
+    """Write a temporary file, then rename it over ``path``, creating folders only when missing.
+
+    The temporary name is unique by construction (process id, thread id, a counter) and opened
+    with ``O_EXCL``: ``tempfile.mkstemp``'s random names, and a ``mkdir`` before every write, cost
+    more than writing a catalogue-sized photo does, and an import writes two files per image.
+    The rename is retried once after ``mkdir`` because a concurrent delete may prune the folder.
+    """
+    tmp = tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(_tmp_names)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        for attempt in (1, 2, 3):
+            try:
+                os.replace(tmp, path)
+                return
+            except FileNotFoundError:
+                if attempt == 3:
+                    raise
+                path.parent.mkdir(parents=True, exist_ok=True)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -119,21 +138,14 @@ class LocalObjectStore:
         user_meta = {str(k).lower(): str(v) for k, v in (metadata or {}).items()}
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         sidecar = {"key": key, "etag": etag, "metadata": user_meta}
-        for attempt in (1, 2):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, data, self._tmp)
-                break
-            except FileNotFoundError:  # a concurrent delete pruned the folder between mkdir and rename
-                if attempt == 2:
-                    raise
-            except (FileExistsError, NotADirectoryError, IsADirectoryError):
-                raise InputError(
-                    "key_conflict",
-                    f"key {key!r} clashes with an existing key that is a folder of it or inside it",
-                    status_code=409,
-                ) from None
-        meta_path.parent.mkdir(exist_ok=True)
+        try:
+            _write_atomic(path, data, self._tmp)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise InputError(
+                "key_conflict",
+                f"key {key!r} clashes with an existing key that is a folder of it or inside it",
+                status_code=409,
+            ) from None
         _write_atomic(meta_path, json.dumps(sidecar, ensure_ascii=False).encode("utf-8"), self._tmp)
 
     def delete(self, key: str) -> None:
