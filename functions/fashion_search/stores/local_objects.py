@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import os
+import secrets
 import stat
 import threading
 from collections.abc import Iterator, Mapping
@@ -55,18 +56,21 @@ def _check_key(key: str) -> list[str]:
     return parts
 
 
+# Temporary names: a random token per process start (a restarted container reuses pids and
+# thread ids, and a killed write may have left its file), the pid (forked workers), a counter.
 _tmp_names = itertools.count()
+_TMP_TOKEN = secrets.token_hex(4)
 
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Write a temporary file, then rename it over ``path``, creating folders only when missing.
 
-    The temporary name is unique by construction (process id, thread id, a counter) and opened
-    with ``O_EXCL``: ``tempfile.mkstemp``'s random names, and a ``mkdir`` before every write, cost
-    more than writing a catalogue-sized photo does, and an import writes two files per image.
-    The rename is retried once after ``mkdir`` because a concurrent delete may prune the folder.
+    The temporary name is unique by construction (see ``_TMP_TOKEN``) and opened with
+    ``O_EXCL``: ``tempfile.mkstemp``'s random names, and a ``mkdir`` before every write, cost more
+    than writing a catalogue-sized photo does, and an import writes two files per image.
+    The rename is retried after ``mkdir`` because a concurrent delete may prune the folder.
     """
-    tmp = tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(_tmp_names)}.tmp"
+    tmp = tmp_dir / f"{_TMP_TOKEN}-{os.getpid()}-{threading.get_ident()}-{next(_tmp_names)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
