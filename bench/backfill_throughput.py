@@ -22,16 +22,13 @@ import json
 import os
 import platform
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ingest_throughput import model_only_rate
 
 from fashion_search.backfill import add_arguments, build_backfill
 from fashion_search.config import Settings
-from fashion_search.encoder import Encoder
-from fashion_search.ingest import IngestItem, prepare_item
 from fashion_search.stores.local_objects import LocalObjectStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,22 +56,6 @@ def seed(bucket: Path, limit: int | None) -> list[Path]:
         store.put(f"{PREFIX}{path.name}", path.read_bytes(), tags)
     marker.touch()
     return paths
-
-
-def model_only_rate(encoder: Encoder, paths: list[Path], batch: int) -> float:
-    """Images/s of the image tower alone on prepared tensors (no I/O, no decode, no writes)."""
-    spec = encoder.manifest.image
-    pixels = np.stack(
-        [
-            prepare_item(IngestItem(p.name, p.read_bytes()), spec, max_bytes=10**8, max_pixels=10**9).pixels
-            for p in paths
-        ]
-    )
-    encoder.embed_pixels(pixels[:batch])  # warm-up
-    started = time.perf_counter()
-    for i in range(0, len(pixels), batch):
-        encoder.embed_pixels(pixels[i : i + batch])
-    return len(pixels) / (time.perf_counter() - started)
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:

@@ -53,6 +53,7 @@ from fashion_search.backfill_report import MISSING_REASON, BackfillReport, Progr
 from fashion_search.config import Settings
 from fashion_search.encoder import Encoder
 from fashion_search.errors import FashionSearchError, InputError, NotFoundError
+from fashion_search.imaging import normalise_batch
 from fashion_search.ingest import (
     IngestItem,
     Ingestor,
@@ -102,7 +103,8 @@ class GatedEncoder:
         self.clock = clock
         self._gate = threading.Lock()
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def embed_tower_pixels(self, batch: np.ndarray) -> np.ndarray:
+        pixels = normalise_batch(batch, self.manifest.image)  # outside the gate: it is not model time
         asked = time.perf_counter()
         with self._gate:
             got = time.perf_counter()

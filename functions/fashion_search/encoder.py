@@ -15,7 +15,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from fashion_search.errors import ModelError
-from fashion_search.imaging import prepare_pixels
+from fashion_search.imaging import normalise_batch, tower_pixels
 from fashion_search.manifest import ModelManifest, load_manifest
 from fashion_search.tokenize import TextTokenizer
 
@@ -105,11 +105,15 @@ class Encoder:
         (out,) = self._image.run([self.manifest.image.output_name], feed)
         return l2_normalize(out)
 
+    def embed_tower_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) from ``imaging.tower_pixels`` -> (N, D) unit vectors."""
+        return self.embed_pixels(normalise_batch(batch, self.manifest.image))
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB images (already decoded safely) -> (N, D) unit vectors."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.embed_pixels(np.stack([prepare_pixels(im, self.manifest.image) for im in images]))
+        return self.embed_tower_pixels(np.stack([tower_pixels(im, self.manifest.image) for im in images]))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Strings -> (N, D) unit vectors."""

@@ -55,7 +55,8 @@ class IngestOutcome:
 
 @dataclass(frozen=True)
 class PreparedItem:
-    """An item after the CPU-heavy, model-free work; ``pixels`` is None when it failed."""
+    """An item after the CPU-heavy, model-free work; ``pixels`` (uint8, see ``imaging.tower_pixels``)
+    is None when it failed."""
 
     key: str
     sha256: str
@@ -223,9 +224,8 @@ class Ingestor:
         if not pixels:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         size = self.settings.image_batch_size
-        chunks = [
-            self.encoder.embed_pixels(np.stack(pixels[i : i + size])) for i in range(0, len(pixels), size)
-        ]
+        embed = self.encoder.embed_tower_pixels
+        chunks = [embed(np.stack(pixels[i : i + size])) for i in range(0, len(pixels), size)]
         return np.concatenate(chunks)
 
     def _record(

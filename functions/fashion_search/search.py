@@ -112,7 +112,7 @@ class Searcher:
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
         )
-        vector = self.encoder.embed_pixels(pixels[None])[0]
+        vector = self.encoder.embed_tower_pixels(pixels[None])[0]
         return self._query(vector, top_k, filters, min_score)
 
     def by_image_id(

@@ -13,7 +13,14 @@ import pytest
 from PIL import Image
 
 from fashion_search.errors import InputError
-from fashion_search.imaging import decode_and_prepare, decode_image, prepare_pixels, resize_for_tower
+from fashion_search.imaging import (
+    decode_and_prepare,
+    decode_image,
+    normalise_batch,
+    prepare_pixels,
+    resize_for_tower,
+    tower_pixels,
+)
 from fashion_search.manifest import ImageTower
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -76,6 +83,32 @@ def test_unusual_valid_images_decode_to_rgb_and_prepare(make, fmt: str) -> None:
         pixels = prepare_pixels(decoded.image, spec)
         assert pixels.shape == (3, spec.height, spec.width)
         assert pixels.dtype == np.float32 and np.isfinite(pixels).all()
+
+
+def test_batch_normalisation_equals_per_pixel_arithmetic(kagl_dir: Path) -> None:
+    """Reference: ``(v / 255 - mean) / std`` in float32 per pixel, the way the towers were trained;
+    the lookup table must give the same values bit for bit (tolerance 0), for every level."""
+    photos = [kagl_dir / "images" / f"{i}.jpg" for i in (15970, 39386, 59263)]
+    for spec in (CLIP, PORTRAIT_PAD):
+        every_level = (np.arange(spec.height * spec.width * 3) % 256).astype(np.uint8)
+        batch = np.stack(
+            [tower_pixels(decode_image(p.read_bytes(), **LIMITS).image, spec) for p in photos]
+            + [every_level.reshape(spec.height, spec.width, 3)]
+        )
+        scaled = batch.astype(np.float32) * np.float32(1.0 / 255.0)
+        reference = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+        ours = normalise_batch(batch, spec)
+        assert ours.shape == (len(batch), 3, spec.height, spec.width) and ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, reference.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((2, 8, 8, 3), np.float32), np.zeros((8, 8, 3), np.uint8), np.zeros((2, 8, 8, 4), np.uint8)],
+)
+def test_batch_normalisation_refuses_anything_but_uint8_nhwc(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        normalise_batch(bad, CLIP)
 
 
 def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
@@ -185,7 +218,9 @@ def test_large_jpeg_draft_decoding_stays_within_tolerance(kagl_dir: Path) -> Non
     assert photos
     for path in photos:
         data = path.read_bytes()
-        fast = decode_and_prepare(data, CLIP, max_bytes=50_000_000, max_pixels=50_000_000)[1]
+        fast = normalise_batch(
+            decode_and_prepare(data, CLIP, max_bytes=50_000_000, max_pixels=50_000_000)[1][None], CLIP
+        )[0]
         full = prepare_pixels(decode_image(data, max_bytes=50_000_000, max_pixels=50_000_000).image, CLIP)
         diff = np.abs(fast - full)
         assert diff.mean() < 0.03 and diff.max() < 0.6, (path.name, diff.mean(), diff.max())
