@@ -47,6 +47,13 @@ def card_notes(manifest: ModelManifest, out_dir: Path) -> dict[str, str]:
     training: dict = manifest.extra["training"]  # type: ignore[assignment]
     quality: dict | None = manifest.extra.get("quality")  # type: ignore[assignment]
     sizes = ", ".join(f"`{p.name}` {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out_dir.glob("*.onnx")))
+    config = training["config"]
+    colour = (
+        f" plus a colour branch ({config['cnn']['colour_channels']} 1x1-convolution channels on the "
+        "2x2-averaged input, averaged over the photo, small MLP) summed with its output,"
+        if config.get("cnn", {}).get("colour_channels")
+        else ""
+    )
     notes = {
         "Data": (
             "KAGL (Kaggle 'Fashion Product Images (Small)', 44,441 product photos at 60x80). Trained on "
@@ -54,16 +61,17 @@ def card_notes(manifest: ModelManifest, out_dir: Path) -> dict[str, str]:
             "products (`id % 10 == 0`, 4,443) were never trained or tuned on."
         ),
         "Recipe": (
-            "Image tower: a small ResNet (stem stride 2, four basic blocks, global average pool, linear) "
-            "trained from scratch at the native 80x60, augmentation by small shifts, scale and horizontal "
-            "flip only (colour is a label). Text tower: all-MiniLM-L6-v2, frozen, mean pooling + L2 norm, "
-            "then a trained linear + residual-MLP projection; its pooled caption embeddings are computed "
-            "once and cached, so training updates only the image tower and the projection. Loss: "
-            "symmetric InfoNCE, learnable temperature capped at 100, multi-positive targets (every image "
-            "whose product name or pinned attributes match a caption is a positive). Captions: the "
-            "product name half the time, otherwise a templated attribute caption (gender, colour, article "
-            "type, usage, season; several phrasings and synonyms). AdamW, linear warm-up, cosine decay. "
-            f"Configuration: `{json.dumps(training['config'], sort_keys=True)}`."
+            "Image tower: a small ResNet (stem stride 2, four basic blocks, global average pool, "
+            f"linear){colour} trained from scratch at the native 80x60, augmentation by small shifts, "
+            "scale and horizontal flip only (colour is a label). Text tower: all-MiniLM-L6-v2, frozen, "
+            "mean pooling + L2 norm, then a trained linear + residual-MLP projection; its pooled caption "
+            "embeddings are computed once and cached, so training updates only the image tower and the "
+            "projection. Loss: symmetric InfoNCE, learnable temperature capped at 100, multi-positive "
+            "targets (every image whose product name or pinned attributes match a caption is a "
+            f"positive). Captions: the product name half the time, otherwise a templated "
+            "attribute caption (gender, colour, article type, usage, season; several phrasings and "
+            "synonyms). AdamW, linear warm-up, cosine decay. "
+            f"Configuration: `{json.dumps(config, sort_keys=True)}`."
         ),
         "Training": (
             f"{training['step']} steps, {training['train_seconds'] / 60:.0f} minutes of training on a "

@@ -62,6 +62,7 @@ class TrainConfig:
             "widths": [32, 64, 128, 256],
             "depths": [1, 1, 1, 1],
             "strides": [2, 2, 2, 1],
+            "colour_channels": 32,
         }
     )
 

@@ -31,7 +31,11 @@ from model_export.train.loop import (  # noqa: E402
     to_pixels,
     train,
 )
-from model_export.train.model import match_matrix, multi_positive_infonce  # noqa: E402
+from model_export.train.model import (  # noqa: E402
+    SmallCNN,
+    match_matrix,
+    multi_positive_infonce,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -102,6 +106,16 @@ def test_multi_positive_loss_prefers_the_true_pairing() -> None:
     aligned = multi_positive_infonce(emb, emb, positives, scale)
     shuffled = multi_positive_infonce(emb, emb.roll(1, 0), positives, scale)
     assert float(aligned) < float(shuffled)
+
+
+def test_colour_branch_only_adds_parameters() -> None:
+    """Checkpoints of towers without the colour branch keep loading into ``colour_channels=0``."""
+    plain = set(SmallCNN(32).state_dict())
+    with_colour = set(SmallCNN(32, colour_channels=8).state_dict())
+    assert plain < with_colour
+    assert all(k.startswith("colour.") for k in with_colour - plain)
+    out = SmallCNN(32, colour_channels=8)(torch.rand(2, 3, 80, 60))
+    assert out.shape == (2, 32) and torch.isfinite(out).all()
 
 
 @pytest.mark.slow
