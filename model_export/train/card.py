@@ -68,7 +68,7 @@ def card_notes(manifest: ModelManifest, out_dir: Path) -> dict[str, str]:
             "embeddings are computed once and cached, so training updates only the image tower and the "
             "projection. Loss: symmetric InfoNCE, learnable temperature capped at 100, multi-positive "
             "targets (every image whose product name or pinned attributes match a caption is a "
-            f"positive). Captions: the product name half the time, otherwise a templated "
+            "positive). Captions: the product name half the time, otherwise a templated "
             "attribute caption (gender, colour, article type, usage, season; several phrasings and "
             "synonyms). AdamW, linear warm-up, cosine decay. "
             f"Configuration: `{json.dumps(config, sort_keys=True)}`."
