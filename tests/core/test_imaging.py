@@ -14,6 +14,8 @@ from PIL import Image
 
 from fashion_search.errors import InputError
 from fashion_search.imaging import (
+    _decode_plain_jpeg,
+    _decode_with_pillow,
     decode_and_prepare,
     decode_image,
     normalise_batch,
@@ -83,6 +85,46 @@ def test_unusual_valid_images_decode_to_rgb_and_prepare(make, fmt: str) -> None:
         pixels = prepare_pixels(decoded.image, spec)
         assert pixels.shape == (3, spec.height, spec.width)
         assert pixels.dtype == np.float32 and np.isfinite(pixels).all()
+
+
+def jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose frame header (SOF0) claims another size."""
+    raw = bytearray(encode(gradient(16, 16), "JPEG"))
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(raw)
+
+
+def test_plain_jpegs_take_the_fast_path_with_pillows_exact_pixels(kagl_dir: Path) -> None:
+    """The libjpeg-turbo fast path must be invisible: same pixels (tolerance 0), size and format
+    as the Pillow path, for catalogue photos and for every chroma layout a shop may upload."""
+    photo = Image.open(kagl_dir / "images" / "15970.jpg").resize((333, 517))
+    samples = [(kagl_dir / "images" / f"{i}.jpg").read_bytes() for i in (15970, 39386, 59263, 1163)]
+    samples += [encode(photo, "JPEG", subsampling=s) for s in (0, 1, 2)]
+    samples += [encode(photo, "JPEG", progressive=True), encode(photo.convert("L"), "JPEG")]
+    samples.append(encode(photo, "JPEG", icc_profile=b"\0" * 128))  # an ICC profile changes nothing
+    for data in samples:
+        fast = _decode_plain_jpeg(data, max_pixels=LIMITS["max_pixels"], min_side=224)
+        assert fast is not None
+        slow = _decode_with_pillow(data, max_pixels=LIMITS["max_pixels"], min_side=224)
+        assert (fast.width, fast.height, fast.format) == (slow.width, slow.height, slow.format)
+        assert fast.image.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(fast.image), np.asarray(slow.image))
+
+
+def test_jpegs_needing_pillows_care_leave_the_fast_path(kagl_dir: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    needs_pillow = {
+        "exif": encode(gradient(), "JPEG", exif=exif),
+        "cmyk": encode(gradient().convert("CMYK"), "JPEG"),
+        "draft-scale": encode(gradient(700, 700), "JPEG"),
+        "truncated": encode(gradient(), "JPEG")[:300],
+        "over-pixel-limit": jpeg_claiming_size(5000, 5000),
+        "png": encode(gradient(), "PNG"),
+    }
+    for name, data in needs_pillow.items():
+        assert _decode_plain_jpeg(data, max_pixels=LIMITS["max_pixels"], min_side=160) is None, name
 
 
 def test_batch_normalisation_equals_per_pixel_arithmetic(kagl_dir: Path) -> None:
@@ -161,9 +203,10 @@ def png_with_header_size(width: int, height: int) -> bytes:
         (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not_an_image"),
         (encode(gradient(), "JPEG")[:300], "corrupt_image"),
         (png_with_header_size(100_000, 100_000), "too_many_pixels"),
+        (jpeg_claiming_size(30_000, 30_000), "too_many_pixels"),
         (b"\xff" * (LIMITS["max_bytes"] + 1), "too_large"),
     ],
-    ids=["empty", "text", "eps-not-allowed", "truncated-jpeg", "bomb", "too-large"],
+    ids=["empty", "text", "eps-not-allowed", "truncated-jpeg", "bomb", "jpeg-bomb", "too-large"],
 )
 def test_bad_bytes_are_rejected_with_a_code(data: bytes, code: str) -> None:
     with pytest.raises(InputError) as info:

@@ -13,7 +13,7 @@ import pytest
 
 from fashion_search.errors import ModelError
 from fashion_search.stores.base import VectorIndex, VectorItem
-from fashion_search.stores.faiss_index import FaissVectorIndex
+from fashion_search.stores.faiss_index import FaissVectorIndex, ReadWriteLock
 
 DIM = 16
 COLOURS = ["Black", "Blue", "Red", "White"]
@@ -237,6 +237,52 @@ def test_concurrent_queries_and_writes(index: FaissVectorIndex, vectors: np.ndar
     assert index.count() == len(vectors) + 1
 
 
+def test_readers_share_the_lock_and_a_writer_waits_for_them() -> None:
+    """Searches run side by side; catching up waits until they finish, and a waiting writer keeps
+    new readers out (otherwise a stream of searches could hide an import forever)."""
+    lock = ReadWriteLock()
+    first_in, release_first = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def long_reader() -> None:
+        with lock.read():
+            first_in.set()
+            release_first.wait(5)
+            order.append("reader 1 done")
+
+    def writer() -> None:
+        with lock.write():
+            order.append("writer")
+
+    def late_reader() -> None:
+        with lock.read():
+            order.append("reader 3")
+
+    threading.Thread(target=long_reader).start()
+    assert first_in.wait(5)
+    second_reader_in = threading.Event()
+
+    def second_reader() -> None:
+        with lock.read():
+            second_reader_in.set()
+
+    threading.Thread(target=second_reader).start()
+    assert second_reader_in.wait(5), "a second reader must not wait for the first"
+    w = threading.Thread(target=writer)
+    w.start()
+    while not lock._writers_waiting:  # the writer is queued behind reader 1
+        threading.Event().wait(0.005)
+    late = threading.Thread(target=late_reader)
+    late.start()
+    late.join(0.2)
+    assert late.is_alive(), "a reader arriving after a waiting writer must queue behind it"
+    assert order == []
+    release_first.set()
+    w.join(5)
+    late.join(5)
+    assert order == ["reader 1 done", "writer", "reader 3"]
+
+
 def test_another_process_writes_are_seen_at_the_next_query(
     index: FaissVectorIndex, path: Path, vectors: np.ndarray
 ) -> None:
@@ -244,7 +290,7 @@ def test_another_process_writes_are_seen_at_the_next_query(
     importer = f"""
 import numpy as np
 from fashion_search.stores.base import VectorItem
-from fashion_search.stores.faiss_index import FaissVectorIndex
+from fashion_search.stores.faiss_index import FaissVectorIndex, ReadWriteLock
 index = FaissVectorIndex({str(path)!r}, {DIM})
 index.upsert([VectorItem("from-cli", np.eye({DIM}, dtype=np.float32)[0], {{"colour": "Teal"}})])
 index.delete(["id0"])
