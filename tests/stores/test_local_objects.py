@@ -174,3 +174,38 @@ def test_no_temporary_files_are_left_behind(store: LocalObjectStore) -> None:
     for n in range(5):
         store.put(f"k{n}", b"x" * n)
     assert not any((store.root / ".store" / "tmp").iterdir())
+
+
+def test_metadata_is_a_table_row_not_a_second_file_per_object(store: LocalObjectStore) -> None:
+    for n in range(20):
+        store.put(f"shoes/{n}.jpg", b"x" * n, {"n": str(n)})
+    files = [p for p in store.root.rglob("*") if p.is_file() and ".store" not in p.parts]
+    assert len(files) == 20
+    hidden = {p.name for p in (store.root / ".store").iterdir() if p.is_file()}
+    assert hidden <= {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm"}
+    assert store.head("shoes/7.jpg").metadata == {"n": "7"}
+    store.delete("shoes/7.jpg")
+    store.put("shoes/7.jpg", b"again")  # a re-put after a delete starts with no metadata
+    assert store.head("shoes/7.jpg").metadata == {}
+
+
+def test_an_earlier_versions_sidecars_are_adopted(tmp_path: Path) -> None:
+    """Data dirs written before the metadata table kept one JSON sidecar per object; opening one
+    moves them into the table (a torn one counts as no metadata) and removes the old tree."""
+    root = tmp_path / "objects"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "1.jpg").write_bytes(b"one")
+    (root / "a" / "2.jpg").write_bytes(b"two")
+    meta = root / ".store" / "meta"
+    for key, doc in (
+        ("a/1.jpg", '{"key": "a/1.jpg", "etag": "e1", "metadata": {"colour": "Black"}}'),
+        ("a/2.jpg", '{"key": "a/2.jpg", "etag": "e2", "metad'),
+    ):
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        (meta / digest[:2]).mkdir(parents=True, exist_ok=True)
+        (meta / digest[:2] / f"{digest}.json").write_text(doc)
+    store = LocalObjectStore(root)
+    assert (store.head("a/1.jpg").etag, store.head("a/1.jpg").metadata) == ("e1", {"colour": "Black"})
+    assert (store.head("a/2.jpg").etag, store.head("a/2.jpg").metadata) == ("", {})
+    assert not meta.exists()
+    assert [i.key for i in LocalObjectStore(root).list()] == ["a/1.jpg", "a/2.jpg"]
