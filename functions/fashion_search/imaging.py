@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import simplejpeg
@@ -38,10 +39,16 @@ _WHITE = (255, 255, 255)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # RGB, EXIF orientation applied
+    rgb: Image.Image | np.ndarray  # RGB, EXIF orientation applied; uint8 (H, W, 3) from the fast path
     width: int  # of the original, as stored (before any draft reduction)
     height: int
     format: str
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """As a Pillow image; made only when asked for, since a catalogue photo that is already
+        the tower's size goes from the fast path to the tower as an array without one."""
+        return Image.fromarray(self.rgb) if isinstance(self.rgb, np.ndarray) else self.rgb
 
 
 def decode_image(
@@ -104,7 +111,7 @@ def _decode_plain_jpeg(data: bytes, *, max_pixels: int, min_side: int | None) ->
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError:  # damaged or unusual: Pillow names the problem
         return None
-    return DecodedImage(Image.fromarray(pixels), width, height, "JPEG")
+    return DecodedImage(pixels, width, height, "JPEG")
 
 
 def _has_orientation_or_frames(data: bytes) -> bool:
@@ -211,4 +218,7 @@ def decode_and_prepare(
     decoded = decode_image(
         data, max_bytes=max_bytes, max_pixels=max_pixels, min_side=max(spec.width, spec.height)
     )
+    rgb = decoded.rgb
+    if isinstance(rgb, np.ndarray) and rgb.shape[:2] == (spec.height, spec.width):
+        return decoded, rgb  # already the tower's size: every resize mode leaves it as it is
     return decoded, tower_pixels(decoded.image, spec)

@@ -267,3 +267,18 @@ def test_large_jpeg_draft_decoding_stays_within_tolerance(kagl_dir: Path) -> Non
         full = prepare_pixels(decode_image(data, max_bytes=50_000_000, max_pixels=50_000_000).image, CLIP)
         diff = np.abs(fast - full)
         assert diff.mean() < 0.03 and diff.max() < 0.6, (path.name, diff.mean(), diff.max())
+
+
+@pytest.mark.parametrize("resize", ["fit_pad", "squash", "shortest_side_center_crop"])
+def test_tower_sized_jpegs_skip_resizing_with_the_same_result(resize: str, kagl_dir: Path) -> None:
+    """A fast-path photo already at the tower's size goes in as decoded; the shortcut must equal
+    what resizing through Pillow gives, for every resize mode (and differ from nothing else)."""
+    spec = PORTRAIT_PAD.model_copy(update={"resize": resize, "interpolation": "bicubic"})
+    data = (kagl_dir / "images" / "15970.jpg").read_bytes()
+    decoded, pixels = decode_and_prepare(data, spec, **LIMITS)
+    assert isinstance(decoded.rgb, np.ndarray) and pixels.shape == (80, 60, 3)
+    np.testing.assert_array_equal(pixels, np.asarray(resize_for_tower(decoded.image, spec)))
+    other = spec.model_copy(update={"height": 64, "width": 48})
+    np.testing.assert_array_equal(
+        decode_and_prepare(data, other, **LIMITS)[1], np.asarray(resize_for_tower(decoded.image, other))
+    )
