@@ -61,4 +61,7 @@ def create_app_from_env() -> FastAPI:
         from fashion_search.stores.aws import with_resolved_api_key  # boto3 only when needed
 
         settings = with_resolved_api_key(settings)
-    return create_app(build_services(settings))
+    # A server runs requests side by side, so each gets few threads (see ``serve_onnx_threads``);
+    # the API Lambda serves one request per container and keeps ``onnx_threads``.
+    serving = settings.model_copy(update={"onnx_threads": settings.serve_onnx_threads})
+    return create_app(build_services(serving))
