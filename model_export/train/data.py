@@ -129,14 +129,14 @@ def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.nda
 
 # Gender as a modifier ("men's black shirt") and after "for" ("black shirt for men").
 GENDER_WORDS = {
-    "Men": ["men", "men's", "male", "mens"],
-    "Women": ["women", "women's", "ladies", "womens"],
+    "Men": ["men", "men's", "male", "mens", "gents"],
+    "Women": ["women", "women's", "ladies", "womens", "female"],
     "Boys": ["boys", "boy's", "kids"],
     "Girls": ["girls", "girl's", "kids"],
     "Unisex": ["unisex"],
 }
 FOR_GENDER_WORDS = {
-    "Men": ["men", "man", "him"],
+    "Men": ["men", "man", "him", "guys", "gents"],
     "Women": ["women", "woman", "her", "ladies"],
     "Boys": ["boys", "a boy", "kids"],
     "Girls": ["girls", "a girl", "kids"],
@@ -144,19 +144,19 @@ FOR_GENDER_WORDS = {
 }
 # A few everyday synonyms for KAGL's article-type labels, so that ordinary queries land on them.
 ARTICLE_WORDS = {
-    "Tshirts": ["t-shirt", "tshirt", "tee"],
+    "Tshirts": ["t-shirt", "tshirt", "tee", "tee shirt", "polo tee"],
     "Shirts": ["shirt"],
-    "Casual Shoes": ["casual shoes", "sneakers"],
-    "Sports Shoes": ["sports shoes", "running shoes", "trainers"],
-    "Formal Shoes": ["formal shoes", "dress shoes"],
-    "Watches": ["watch", "wrist watch"],
-    "Handbags": ["handbag", "purse"],
+    "Casual Shoes": ["casual shoes", "sneakers", "casual footwear"],
+    "Sports Shoes": ["sports shoes", "running shoes", "trainers", "sports footwear"],
+    "Formal Shoes": ["formal shoes", "dress shoes", "formal footwear"],
+    "Watches": ["watch", "wrist watch", "wristwatch"],
+    "Handbags": ["handbag", "purse", "bag"],
     "Heels": ["heels", "high heels"],
     "Flip Flops": ["flip flops", "slippers"],
     "Sunglasses": ["sunglasses", "shades"],
-    "Tops": ["top"],
+    "Tops": ["top", "blouse"],
     "Kurtas": ["kurta"],
-    "Jeans": ["jeans", "denim jeans"],
+    "Jeans": ["jeans", "denim jeans", "denims"],
     "Trousers": ["trousers", "pants"],
     "Track Pants": ["track pants", "joggers"],
     "Sweatshirts": ["sweatshirt", "hoodie"],
@@ -173,12 +173,21 @@ ARTICLE_WORDS = {
     "Earrings": ["earrings"],
     "Perfume and Body Mist": ["perfume", "body mist"],
 }
+# Everyday names for KAGL's colour labels that shoppers type instead of the label itself.
+COLOUR_WORDS = {
+    "Navy Blue": ["navy blue", "navy", "dark blue"],
+    "Grey": ["grey", "gray"],
+    "Grey Melange": ["grey melange", "heather grey"],
+    "Off White": ["off white", "cream white"],
+}
 # (fields, phrasing) templates; the triple gender+colour+article is the most common query, so it
 # gets the most phrasings.
 TEMPLATES: list[tuple[tuple[int, ...], str]] = [
     ((GENDER, COLOUR, ARTICLE), "{g} {c} {a}"),
     ((GENDER, COLOUR, ARTICLE), "{c} {a} for {fg}"),
     ((GENDER, COLOUR, ARTICLE), "a {c} {a} for {fg}"),
+    ((GENDER, COLOUR, ARTICLE), "{c} {a}, {g}"),
+    ((GENDER, COLOUR, ARTICLE), "{a} in {c} for {fg}"),
     ((COLOUR, ARTICLE), "{c} {a}"),
     ((COLOUR, ARTICLE), "a {c} coloured {a}"),
     ((GENDER, ARTICLE), "{a} for {fg}"),
@@ -195,6 +204,10 @@ def article_words(article: str) -> list[str]:
     return [article.lower(), *ARTICLE_WORDS.get(article, [])]
 
 
+def colour_words(colour: str) -> list[str]:
+    return COLOUR_WORDS.get(colour, [colour.lower()])
+
+
 def attribute_captions(
     attrs: dict[int, str], rng: random.Random, count: int
 ) -> list[tuple[str, tuple[int, ...]]]:
@@ -207,7 +220,7 @@ def attribute_captions(
         text = template.format(
             g=rng.choice(GENDER_WORDS.get(gender, [gender.lower()])),
             fg=rng.choice(FOR_GENDER_WORDS.get(gender, [gender.lower()])),
-            c=attrs[COLOUR].lower() if COLOUR in fields else "",
+            c=rng.choice(colour_words(attrs[COLOUR])) if COLOUR in fields else "",
             a=rng.choice(article_words(attrs[ARTICLE])),
             u=attrs[USAGE].lower() if USAGE in fields else "",
             s=attrs[SEASON].lower() if SEASON in fields else "",
