@@ -119,19 +119,17 @@ class CatalogueImporter:
             key = path.relative_to(self.folder).as_posix()
             items.append(IngestItem(key=key, data=data, tags=self.tags.get(path.stem, {})))
         done = s.ingestor.current_ids([(i.key, sha256_bytes(i.data)) for i in items])
-        prepared = []
-        for item in items:
-            if item.key in done:
-                continue
-            s.objects.put(item.key, item.data, item.tags)
-            prepared.append(
-                prepare_item(
-                    item,
-                    s.encoder.manifest.image,
-                    max_bytes=s.settings.max_image_bytes,
-                    max_pixels=s.settings.max_image_pixels,
-                )
+        todo = [item for item in items if item.key not in done]
+        s.objects.put_many([(item.key, item.data, item.tags) for item in todo])
+        prepared = [
+            prepare_item(
+                item,
+                s.encoder.manifest.image,
+                max_bytes=s.settings.max_image_bytes,
+                max_pixels=s.settings.max_image_pixels,
             )
+            for item in todo
+        ]
         return prepared, len(items) - len(prepared)
 
     def run(

@@ -78,3 +78,10 @@ def test_unreachable_endpoint_is_transient(aws_test_env: None) -> None:
     )
     with pytest.raises(TransientError):
         S3ObjectStore(client, "bucket", 60).get("k.jpg", max_bytes=10)
+
+
+def test_put_many_stores_each_object_with_its_metadata(store: S3ObjectStore) -> None:
+    store.put_many([("a/1.jpg", b"one", {"colour": "Black"}), ("a/2.jpg", b"two", {})])
+    assert [i.key for i in store.list("a/")] == ["a/1.jpg", "a/2.jpg"]  # listings carry no metadata
+    assert store.head("a/1.jpg").metadata == {"colour": "Black"}
+    assert (store.get("a/2.jpg", max_bytes=10), store.head("a/2.jpg").metadata) == (b"two", {})

@@ -209,3 +209,19 @@ def test_an_earlier_versions_sidecars_are_adopted(tmp_path: Path) -> None:
     assert (store.head("a/2.jpg").etag, store.head("a/2.jpg").metadata) == ("", {})
     assert not meta.exists()
     assert [i.key for i in LocalObjectStore(root).list()] == ["a/1.jpg", "a/2.jpg"]
+
+
+def test_put_many_commits_every_row_once_and_keeps_what_came_before_a_refused_key(
+    store: LocalObjectStore,
+) -> None:
+    store.put("taken", b"a file where a folder would have to be")
+    items = [("ok/1.jpg", b"1", {"n": "1"}), ("ok/2.jpg", b"2", {"n": "2"}), ("taken/x.jpg", b"x", {})]
+    items.append(("never.jpg", b"not reached", {}))
+    with pytest.raises(InputError) as info:
+        store.put_many(items)
+    assert info.value.code == "key_conflict"
+    assert [(i.key, i.metadata) for i in store.list()] == [
+        ("ok/1.jpg", {"n": "1"}),
+        ("ok/2.jpg", {"n": "2"}),
+        ("taken", {}),
+    ]

@@ -53,6 +53,10 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None: ...
 
+    def put_many(self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]) -> None:
+        """(key, bytes, metadata) in order, as cheaply as the store allows (catalogue import);
+        stops at the first refused object, keeping the ones before it."""
+
     def delete(self, key: str) -> None: ...
 
     def list(self, prefix: str = "", start_after: str = "") -> Iterator[ObjectInfo]:

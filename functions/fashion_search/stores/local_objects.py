@@ -30,7 +30,7 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from fashion_search.errors import InputError, NotFoundError
@@ -154,19 +154,33 @@ class LocalObjectStore:
         return self._info(key, self._path(key))
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
-        path = self._path(key)
-        user_meta = {str(k).lower(): str(v) for k, v in (metadata or {}).items()}
-        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        self.put_many([(key, data, metadata or {})])
+
+    def put_many(self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]) -> None:
+        """One file per object, and all their metadata rows in one transaction (an import's
+        chunk: one commit instead of one per photo). A refused key stops it there; the objects
+        before it are stored, with their metadata."""
+        rows = []
         try:
-            _write_atomic(path, data, self._tmp)
+            for key, data, metadata in items:
+                self._write_object(key, data)
+                user_meta = {str(k).lower(): str(v) for k, v in metadata.items()}
+                etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                rows.append((key, etag, json.dumps(user_meta, ensure_ascii=False)))
+        finally:
+            if rows:
+                with self._db.write() as conn:
+                    conn.executemany(_UPSERT, rows)
+
+    def _write_object(self, key: str, data: bytes) -> None:
+        try:
+            _write_atomic(self._path(key), data, self._tmp)
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             raise InputError(
                 "key_conflict",
                 f"key {key!r} clashes with an existing key that is a folder of it or inside it",
                 status_code=409,
             ) from None
-        with self._db.write() as conn:
-            conn.execute(_UPSERT, (key, etag, json.dumps(user_meta, ensure_ascii=False)))
 
     def delete(self, key: str) -> None:
         """Idempotent, as in S3; emptied folders go too, so their names are free for keys."""

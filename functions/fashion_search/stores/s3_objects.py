@@ -8,7 +8,7 @@ are encoded on ``put`` and decoded on ``head``.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from email.header import Header, decode_header, make_header
 from typing import Any
 
@@ -83,6 +83,11 @@ class S3ObjectStore:
                 ContentType=content_type,
                 Metadata={k: encode_metadata_value(v) for k, v in (metadata or {}).items()},
             )
+
+    def put_many(self, items: Sequence[tuple[str, bytes, Mapping[str, str]]]) -> None:
+        """S3 has no batched put; one request per object, in order, stopping at the first error."""
+        for key, data, metadata in items:
+            self.put(key, data, metadata)
 
     def delete(self, key: str) -> None:
         with translated(self._where(key)):
