@@ -46,7 +46,7 @@ _UPSERT = (
     "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, metadata = excluded.metadata"
 )
 
-_HIDDEN = ".store"  # reserved first segment: sidecars and temporary files
+_HIDDEN = ".store"  # reserved first segment: the metadata table and temporary files
 _MAX_SEGMENT_BYTES = 255  # the usual file-system limit on one name
 
 
@@ -120,7 +120,8 @@ class LocalObjectStore:
         for sidecar in meta_root.glob("*/*.json"):
             with contextlib.suppress(ValueError, KeyError, OSError):  # a torn sidecar: no metadata
                 doc = json.loads(sidecar.read_text(encoding="utf-8"))
-                rows.append((doc["key"], str(doc.get("etag", "")), json.dumps(doc.get("metadata", {}))))
+                metadata = json.dumps(doc.get("metadata", {}), ensure_ascii=False)
+                rows.append((doc["key"], str(doc.get("etag", "")), metadata))
         with self._db.write() as conn:
             conn.executemany(_UPSERT, rows)
         shutil.rmtree(meta_root, ignore_errors=True)
@@ -128,9 +129,9 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*_check_key(key))
 
-    def _info(self, key: str, path: Path) -> ObjectInfo:
+    def _info(self, key: str) -> ObjectInfo:
         try:
-            st = path.stat()
+            st = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):
@@ -151,7 +152,7 @@ class LocalObjectStore:
         return data
 
     def head(self, key: str) -> ObjectInfo:
-        return self._info(key, self._path(key))
+        return self._info(key)
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         self.put_many([(key, data, metadata or {})])
@@ -224,7 +225,7 @@ class LocalObjectStore:
                 yield from self._walk(Path(entry.path), key, prefix, start_after)
             elif key > start_after and key.startswith(prefix):
                 try:
-                    info = self._info(key, self._path(key))
+                    info = self._info(key)
                 except InputError:  # NotFoundError: deleted meanwhile; else a name no valid key reaches
                     continue
                 yield info
