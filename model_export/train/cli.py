@@ -36,6 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=TrainConfig.threads,
         help="torch CPU threads (0: torch's default); 1 is fastest on a shared 2-core machine",
     )
+    p.add_argument(
+        "--attribute-loss",
+        action="append",
+        default=[],
+        metavar="FIELD=WEIGHT",
+        help="also classify each image among every value's label of FIELD (colour, article, gender, "
+        "usage, season) with this weight; repeatable",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run dir has a checkpoint")
     p.add_argument(
@@ -56,6 +64,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def attribute_weights(specs: list[str]) -> dict[str, float]:
+    out = {}
+    for spec in specs:
+        name, _, weight = spec.partition("=")
+        try:
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise SystemExit(f"--attribute-loss wants FIELD=WEIGHT, e.g. colour=0.2 (got {spec!r})") from None
+    return out
+
+
 def config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         images=args.images,
@@ -74,6 +93,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads,
         device=args.device,
         init_from=str(args.init_from) if args.init_from else None,
+        attribute_weights=attribute_weights(args.attribute_loss),
     )
 
 

@@ -13,7 +13,7 @@ import csv
 import hashlib
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -244,9 +244,14 @@ class CaptionBank:
     attrs: np.ndarray  # int32 [N, F]
     name_caption: np.ndarray  # int32 [N], -1 when the item has no name
     attr_captions: np.ndarray  # int32 [N, K]
+    # field -> int32 [V]: the caption id of each value's bare label ("navy blue"), -1 for a blank
+    # value; only for the fields asked for, and never sampled as an item's caption.
+    class_prompts: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, catalogue: Catalogue, per_item: int = 8, seed: int = 0) -> CaptionBank:
+    def build(
+        cls, catalogue: Catalogue, per_item: int = 8, seed: int = 0, prompt_fields: Sequence[int] = ()
+    ) -> CaptionBank:
         values: list[dict[str, int]] = [{} for _ in FIELDS]
         columns = [catalogue.field(f) for f in FIELDS]
         attrs = np.array(
@@ -277,7 +282,14 @@ class CaptionBank:
                 names[i] = intern(row[NAME], {NAME: int(attrs[i, NAME])})
             for k, (text, fields) in enumerate(attribute_captions(row, rng, per_item)):
                 attr_caps[i, k] = intern(text, {f: int(attrs[i, f]) for f in fields})
-        return cls(texts, np.array(specs, dtype=np.int32), attrs, names, attr_caps)
+        # Appended after every item caption, so that asking for prompts leaves the others' ids alone.
+        prompts = {}
+        for f in prompt_fields:
+            prompts[f] = np.full(len(values[f]), -1, dtype=np.int32)
+            for value, v in values[f].items():
+                if value:
+                    prompts[f][v] = intern(value.lower(), {f: v})
+        return cls(texts, np.array(specs, dtype=np.int32), attrs, names, attr_caps, prompts)
 
     def sample(self, items: np.ndarray, rng: np.random.Generator, name_prob: float = 0.5) -> np.ndarray:
         """One caption id per item: its product name with ``name_prob``, else an attribute caption."""

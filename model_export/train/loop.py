@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fashion_search.manifest import ImageTower
-from model_export.train.data import IMAGE_SPEC, CaptionBank, Catalogue, load_images
+from model_export.train.data import FIELDS, IMAGE_SPEC, CaptionBank, Catalogue, load_images
 from model_export.train.model import (
     CachedCaptionTower,
     DualEncoder,
@@ -56,6 +56,8 @@ class TrainConfig:
     threads: int = 1
     device: str = "auto"
     init_from: str | None = None
+    # field name ("colour", "article", "gender", ...) -> weight of its prompt-classification loss
+    attribute_weights: dict[str, float] = field(default_factory=dict)
     cnn: dict = field(
         default_factory=lambda: {
             "stem": [24],
@@ -65,6 +67,13 @@ class TrainConfig:
             "colour_channels": 32,
         }
     )
+
+    def __post_init__(self) -> None:
+        unknown = set(self.attribute_weights) - set(FIELDS[1:])
+        if unknown:
+            raise ValueError(
+                f"attribute loss on unknown field(s) {sorted(unknown)}; choose from {list(FIELDS[1:])}"
+            )
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -91,7 +100,12 @@ def prepare(cfg: TrainConfig) -> Prepared:
         train = train.subset(train.ids[: cfg.max_items])
         val = val.subset(val.ids[: max(8, cfg.max_items // 8)])
     both = Catalogue(ids=train.ids + val.ids, rows=train.rows + val.rows)
-    bank = CaptionBank.build(both, per_item=cfg.captions_per_item, seed=cfg.seed)
+    bank = CaptionBank.build(
+        both,
+        per_item=cfg.captions_per_item,
+        seed=cfg.seed,
+        prompt_fields=[FIELDS.index(name) for name in cfg.attribute_weights],
+    )
     if cfg.init_from:
         from model_export.train.clip_init import clip_image_spec
 
@@ -216,11 +230,39 @@ def train_step(
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, step, total)
     img, txt = model(pixels, caption_ids)
-    loss = multi_positive_infonce(img, txt, positives, model.scale())
+    loss = multi_positive_infonce(img, txt, positives, model.scale()) + attribute_loss(
+        cfg, model, data, items, img
+    )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return float(loss.detach())
+
+
+def attribute_loss(
+    cfg: TrainConfig, model: DualEncoder, data: Prepared, items: np.ndarray, img: torch.Tensor
+) -> torch.Tensor:
+    """Weighted cross-entropy of each image against every value's bare label ("navy blue",
+    "blue", "black", ...) of the configured fields.
+
+    In-batch InfoNCE rarely puts "navy blue t-shirt" and "blue t-shirt" in one batch, so near
+    colours are seldom told apart; here every value is a negative at every step. The labels go
+    through the caption tower, so what is learnt is the text-image alignment that queries use.
+    """
+    total = img.new_zeros(())
+    for name, weight in cfg.attribute_weights.items():
+        f = FIELDS.index(name)
+        prompts = data.bank.class_prompts[f]
+        classes = np.flatnonzero(prompts >= 0)
+        class_of = np.full(len(prompts), -100, dtype=np.int64)  # blank values are ignored
+        class_of[classes] = np.arange(len(classes))
+        target = torch.from_numpy(class_of[data.bank.attrs[items, f]]).to(img.device)
+        if not (target >= 0).any():
+            continue
+        label_ids = torch.from_numpy(prompts[classes]).long().to(img.device)
+        labels = F.normalize(model.caption_tower(label_ids), dim=-1)
+        total = total + weight * F.cross_entropy(model.scale() * img @ labels.t(), target, ignore_index=-100)
+    return total
 
 
 @torch.inference_mode()

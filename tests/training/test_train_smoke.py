@@ -15,7 +15,10 @@ torch = pytest.importorskip("torch")
 
 from fashion_search.encoder import Encoder  # noqa: E402
 from fashion_search.imaging import decode_image, prepare_pixels  # noqa: E402
+from model_export.train.cli import attribute_weights  # noqa: E402
 from model_export.train.data import (  # noqa: E402
+    ARTICLE,
+    COLOUR,
     IMAGE_SPEC,
     NAME,
     CaptionBank,
@@ -24,8 +27,11 @@ from model_export.train.data import (  # noqa: E402
     load_images,
 )
 from model_export.train.loop import (  # noqa: E402
+    Prepared,
     TrainConfig,
+    attribute_loss,
     build_model,
+    frozen_text_model,
     load_checkpoint,
     normalize,
     to_pixels,
@@ -95,6 +101,58 @@ def test_captions_sharing_a_name_or_attributes_are_all_positives(kagl_dir: Path)
         pinned = bank.spec[caps[j]] >= 0
         expected = (bank.attrs[:, pinned] == bank.spec[caps[j]][pinned]).all(axis=1)
         np.testing.assert_array_equal(match[:, j], expected)
+
+
+def test_label_prompts_pin_their_value_and_leave_item_captions_alone(kagl_dir: Path) -> None:
+    cat = Catalogue.load(kagl_dir / "styles.csv", kagl_dir / "images")
+    sub = cat.subset(cat.ids[:400])
+    plain = CaptionBank.build(sub, per_item=4)
+    bank = CaptionBank.build(sub, per_item=4, prompt_fields=[COLOUR, ARTICLE])
+    assert bank.texts[: len(plain.texts)] == plain.texts
+    np.testing.assert_array_equal(bank.attr_captions, plain.attr_captions)
+    np.testing.assert_array_equal(bank.name_caption, plain.name_caption)
+    colours = sub.field("colour")
+    for f, column in ((COLOUR, colours), (ARTICLE, sub.field("article"))):
+        prompts = bank.class_prompts[f]
+        assert len(prompts) == len(set(column))
+        for i in range(0, len(sub.ids), 23):
+            v = bank.attrs[i, f]
+            assert bank.texts[prompts[v]] == column[i].lower()
+            assert bank.spec[prompts[v]].tolist() == [v if k == f else -1 for k in range(bank.spec.shape[1])]
+    assert set(bank.class_prompts) == {COLOUR, ARTICLE}
+
+
+def test_attribute_loss_prefers_images_at_their_own_label(kagl_dir: Path, tmp_path: Path) -> None:
+    cat = Catalogue.load(kagl_dir / "styles.csv", kagl_dir / "images")
+    sub = cat.subset(cat.ids[:400])
+    bank = CaptionBank.build(sub, per_item=2, prompt_fields=[COLOUR])
+    cfg = TrainConfig(
+        images=kagl_dir / "images",
+        captions=kagl_dir / "styles.csv",
+        run_dir=tmp_path,
+        dim=16,
+        attribute_weights={"colour": 0.5},
+    )
+    frozen = torch.randn(len(bank.texts), 24, generator=torch.Generator().manual_seed(0))
+    model = frozen_text_model(cfg, frozen)
+    data = Prepared(np.arange(400), np.arange(0), sub.ids, torch.zeros(0), bank, None, IMAGE_SPEC)
+    items = np.arange(64)
+    with torch.no_grad():
+        labels = bank.class_prompts[COLOUR][bank.attrs[items, COLOUR]]
+        own = torch.nn.functional.normalize(model.caption_tower(torch.from_numpy(labels).long()), dim=-1)
+        aligned = attribute_loss(cfg, model, data, items, own)
+        shuffled = attribute_loss(cfg, model, data, items, own.roll(1, 0))
+        cfg.attribute_weights = {}
+        assert float(attribute_loss(cfg, model, data, items, own)) == 0.0
+    assert 0 < float(aligned) < float(shuffled)
+
+
+def test_attribute_loss_settings_are_checked(kagl_dir: Path, tmp_path: Path) -> None:
+    assert attribute_weights(["colour=0.3", "article=0.1"]) == {"colour": 0.3, "article": 0.1}
+    with pytest.raises(SystemExit, match="FIELD=WEIGHT"):
+        attribute_weights(["colour"])
+    with pytest.raises(ValueError, match="unknown field"):
+        TrainConfig(images=tmp_path, captions=tmp_path, run_dir=tmp_path, attribute_weights={"price": 1.0})
 
 
 def test_multi_positive_loss_prefers_the_true_pairing() -> None:
