@@ -31,19 +31,15 @@ def build_stores(settings: Settings, dim: int) -> tuple[ObjectStore, MetadataSto
         from fashion_search.stores.aws import build_aws_stores  # boto3/pinecone only when used
 
         return build_aws_stores(settings, dim)
-    import faiss
-
     from fashion_search.stores.faiss_index import FaissVectorIndex
     from fashion_search.stores.local_objects import LocalObjectStore
     from fashion_search.stores.sqlite_metadata import SqliteMetadataStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Process-wide by nature (OpenMP); set here, from Settings, so it is never a hidden default.
-    faiss.omp_set_num_threads(settings.faiss_threads)
     return (
         LocalObjectStore(settings.objects_dir, public_base_url=settings.public_base_url),
         SqliteMetadataStore(settings.sqlite_path),
-        FaissVectorIndex(settings.vectors_path, dim),
+        FaissVectorIndex(settings.vectors_path, dim, threads=settings.faiss_threads),
     )
 
 

@@ -302,3 +302,28 @@ index.delete(["id0"])
     teal = index.query(vectors[0], top_k=5, filters={"colour": ["Teal"]})
     assert [m.id for m in teal] == ["from-cli"]
     assert "id0" not in {m.id for m in index.query(vectors[0], top_k=len(vectors) + 1)}
+
+
+@pytest.mark.parametrize("threads", [1, (os.cpu_count() or 1) + 1])
+def test_searches_use_the_configured_threads_in_whichever_thread_searches(
+    path: Path, vectors: np.ndarray, threads: int
+) -> None:
+    """libgomp keeps the thread count per thread: the API searches from worker threads, which
+    must not fall back to every core (an OpenMP thread then spins between requests)."""
+    import faiss
+
+    idx = FaissVectorIndex(path, DIM, threads=threads)
+    idx.upsert([VectorItem(id="a", vector=vectors[0], metadata={})])
+    seen: list[tuple[int, int]] = []
+
+    def search() -> None:
+        before = faiss.omp_get_max_threads()
+        assert idx.query(vectors[0], 1)[0].id == "a"
+        seen.append((before, faiss.omp_get_max_threads()))
+
+    worker = threading.Thread(target=search)
+    worker.start()
+    worker.join()
+    assert seen[0][1] == threads
+    if threads > 1:  # more than the cores: no thread starts with that count by default
+        assert seen[0][0] != threads
