@@ -123,7 +123,7 @@ def main() -> None:
     job = build_backfill(settings, job_options)
     report = job.run().as_dict()
     sample = paths[:: max(1, len(paths) // 2000)][:2000]
-    model_rate = model_only_rate(job.ingestor.encoder.encoder, sample, job_options.batch_size)  # type: ignore[attr-defined]
+    model_rate, _ = model_only_rate(job.ingestor.encoder.encoder, sample, job_options.batch_size)  # type: ignore[attr-defined]
     end_to_end = report["indexed"] / report["seconds"]
     result = {
         "label": args.label,

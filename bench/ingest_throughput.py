@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +30,24 @@ ROOT = Path(__file__).resolve().parents[1]
 KAGL = ROOT.parent / "shared" / "data" / "kagl"
 
 
-def model_only_rate(encoder: Encoder, paths: list[Path], batch: int) -> float:
+class CpuClock:
+    """This process's CPU and wall time from construction to ``per_image``: whether the cores were
+    saturated, and how much of the CPU went to the kernel (file writes)."""
+
+    def __init__(self) -> None:
+        self._usage, self._started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+
+    def per_image(self, images: int) -> dict[str, float]:
+        usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - self._started
+        user, kernel = usage.ru_utime - self._usage.ru_utime, usage.ru_stime - self._usage.ru_stime
+        return {
+            "user_core_ms_per_image": round(user / images * 1000, 3),
+            "kernel_core_ms_per_image": round(kernel / images * 1000, 3),
+            "busy_cores": round((user + kernel) / wall, 2),
+        }
+
+
+def model_only_rate(encoder: Encoder, paths: list[Path], batch: int) -> tuple[float, dict[str, float]]:
     """Images/s of the image tower alone on already-prepared tensors (no I/O, no decode, no writes)."""
     spec = encoder.manifest.image
     pixels = normalise_batch(
@@ -39,10 +57,10 @@ def model_only_rate(encoder: Encoder, paths: list[Path], batch: int) -> float:
         spec,
     )
     encoder.embed_pixels(pixels[:batch])  # warm-up
-    started = time.perf_counter()
+    clock, started = CpuClock(), time.perf_counter()
     for i in range(0, len(pixels), batch):
         encoder.embed_pixels(pixels[i : i + batch])
-    return len(pixels) / (time.perf_counter() - started)
+    return len(pixels) / (time.perf_counter() - started), clock.per_image(len(pixels))
 
 
 def main() -> None:
@@ -61,9 +79,11 @@ def main() -> None:
     services = build_services(settings)
     paths = list_images(args.images, args.limit)
     sample = paths[:: max(1, len(paths) // 3000)][:3000]
-    model_rate = model_only_rate(services.encoder, sample, settings.image_batch_size)
+    model_rate, model_cpu = model_only_rate(services.encoder, sample, settings.image_batch_size)
 
+    clock = CpuClock()
     summary = import_catalogue(services, args.images, args.tags_csv, limit=args.limit)
+    import_cpu = clock.per_image(summary.ingested)
     import_rate = summary.ingested / summary.seconds
     result = {
         "model": services.encoder.model_id,
@@ -74,6 +94,8 @@ def main() -> None:
         "import_images_per_s": round(import_rate, 1),
         "model_only_images_per_s": round(model_rate, 1),
         "ratio_import_to_model": round(import_rate / model_rate, 3),
+        "import_cpu": import_cpu,
+        "model_only_cpu": model_cpu,
         "batch_size": settings.image_batch_size,
         "cpu": platform.processor() or platform.machine(),
         "cores": __import__("os").cpu_count(),
