@@ -100,7 +100,10 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace, command: str) -> int:
     from model_export.train.loop import train
 
-    cfg = config_from(args)
+    try:
+        cfg = config_from(args)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     model, _, summary = train(cfg, resume=not args.no_resume)
     print(
         f"trained {summary['step']}/{summary['total_steps']} steps in {summary['train_seconds']:.0f} s; "

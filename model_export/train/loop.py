@@ -74,6 +74,8 @@ class TrainConfig:
             raise ValueError(
                 f"attribute loss on unknown field(s) {sorted(unknown)}; choose from {list(FIELDS[1:])}"
             )
+        if any(w < 0 for w in self.attribute_weights.values()):
+            raise ValueError("attribute loss weights must be >= 0 (a negative one pushes images off labels)")
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -153,6 +153,8 @@ def test_attribute_loss_settings_are_checked(kagl_dir: Path, tmp_path: Path) -> 
         attribute_weights(["colour"])
     with pytest.raises(ValueError, match="unknown field"):
         TrainConfig(images=tmp_path, captions=tmp_path, run_dir=tmp_path, attribute_weights={"price": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        TrainConfig(images=tmp_path, captions=tmp_path, run_dir=tmp_path, attribute_weights={"colour": -0.1})
 
 
 def test_multi_positive_loss_prefers_the_true_pairing() -> None:
