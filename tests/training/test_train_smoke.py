@@ -155,6 +155,11 @@ def test_attribute_loss_settings_are_checked(kagl_dir: Path, tmp_path: Path) -> 
         TrainConfig(images=tmp_path, captions=tmp_path, run_dir=tmp_path, attribute_weights={"price": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
         TrainConfig(images=tmp_path, captions=tmp_path, run_dir=tmp_path, attribute_weights={"colour": -0.1})
+    from model_export.train.cli import main
+
+    with pytest.raises(SystemExit, match=r"^error: attribute loss on unknown field"):  # no traceback
+        main(["--attribute-loss", "price=1", "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_multi_positive_loss_prefers_the_true_pairing() -> None:
