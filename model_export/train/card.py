@@ -48,16 +48,10 @@ def card_notes(manifest: ModelManifest, out_dir: Path) -> dict[str, str]:
     quality: dict | None = manifest.extra.get("quality")  # type: ignore[assignment]
     sizes = ", ".join(f"`{p.name}` {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out_dir.glob("*.onnx")))
     config = training["config"]
-    cnn = config.get("cnn", {})
-    pooled = (
-        "weighted by a learnt per-pixel softmax over the photo"
-        if cnn.get("colour_pool") == "attention"
-        else "averaged over the photo"
-    )
     colour = (
-        f" plus a colour branch ({cnn['colour_channels']} 1x1-convolution channels on the "
-        f"2x2-averaged input, {pooled}, small MLP) summed with its output,"
-        if cnn.get("colour_channels")
+        f" plus a colour branch ({config['cnn']['colour_channels']} 1x1-convolution channels on the "
+        "2x2-averaged input, averaged over the photo, small MLP) summed with its output,"
+        if config.get("cnn", {}).get("colour_channels")
         else ""
     )
     weights = config.get("attribute_weights") or {}

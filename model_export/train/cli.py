@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from model_export.train.loop import DEFAULT_CNN, TrainConfig
+from model_export.train.loop import TrainConfig
 
 KAGL = Path("../shared/data/kagl")
 
@@ -43,13 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=WEIGHT",
         help="also classify each image among every value's label of FIELD (colour, article, gender, "
         "usage, season) with this weight; repeatable",
-    )
-    p.add_argument(
-        "--colour-pool",
-        choices=("mean", "attention"),
-        default=DEFAULT_CNN["colour_pool"],
-        help="how the image tower's colour branch pools its pixels: the plain mean, or learnt "
-        "per-pixel weights that can ignore the background",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run dir has a checkpoint")
@@ -101,7 +94,6 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         init_from=str(args.init_from) if args.init_from else None,
         attribute_weights=attribute_weights(args.attribute_loss),
-        cnn={**DEFAULT_CNN, "colour_pool": args.colour_pool},
     )
 
 

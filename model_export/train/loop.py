@@ -34,17 +34,6 @@ from model_export.train.text import cached_caption_embeddings, minilm_dir
 log = logging.getLogger(__name__)
 
 
-# SmallCNN's arguments for a new run (checkpoints keep their own copy in their config)
-DEFAULT_CNN: dict = {
-    "stem": [24],
-    "widths": [32, 64, 128, 256],
-    "depths": [1, 1, 1, 1],
-    "strides": [2, 2, 2, 1],
-    "colour_channels": 32,
-    "colour_pool": "mean",
-}
-
-
 @dataclass
 class TrainConfig:
     """Everything that determines a run; saved in every checkpoint and in the model card."""
@@ -69,7 +58,15 @@ class TrainConfig:
     init_from: str | None = None
     # field name ("colour", "article", "gender", ...) -> weight of its prompt-classification loss
     attribute_weights: dict[str, float] = field(default_factory=dict)
-    cnn: dict = field(default_factory=lambda: dict(DEFAULT_CNN))
+    cnn: dict = field(
+        default_factory=lambda: {
+            "stem": [24],
+            "widths": [32, 64, 128, 256],
+            "depths": [1, 1, 1, 1],
+            "strides": [2, 2, 2, 1],
+            "colour_channels": 32,
+        }
+    )
 
     def __post_init__(self) -> None:
         unknown = set(self.attribute_weights) - set(FIELDS[1:])

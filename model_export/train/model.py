@@ -52,10 +52,8 @@ class ColourBranch(nn.Module):
     carry directly. This path sees each pixel's colour for ~1.3 M multiply-adds per photo.
     """
 
-    def __init__(self, channels: int, dim: int, hidden: int = 128, pool: str = "mean") -> None:
+    def __init__(self, channels: int, dim: int, hidden: int = 128) -> None:
         super().__init__()
-        if pool not in ("mean", "attention"):
-            raise ValueError(f"colour pooling must be 'mean' or 'attention', not {pool!r}")
         self.pixels = nn.Sequential(
             nn.AvgPool2d(2),
             nn.Conv2d(3, channels, 1),
@@ -63,28 +61,16 @@ class ColourBranch(nn.Module):
             nn.Conv2d(channels, channels, 1),
             nn.ReLU(inplace=True),
         )
-        # "attention": a learnt per-pixel weight (softmax over the photo) instead of the plain mean,
-        # so the studio background and the white padding need not dilute the product's colour.
-        # Zero-initialised, it starts as the mean.
-        self.weight = nn.Conv2d(channels, 1, 1) if pool == "attention" else None
-        if self.weight is not None:
-            nn.init.zeros_(self.weight.weight)
-            nn.init.zeros_(self.weight.bias)
         self.head = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = self.pixels(pixel_values)
-        if self.weight is None:
-            return self.head(features.mean(dim=(2, 3)))
-        weights = torch.softmax(self.weight(features).flatten(2), dim=-1)  # [N, 1, H*W]
-        return self.head((features.flatten(2) * weights).sum(dim=-1))
+        return self.head(self.pixels(pixel_values).mean(dim=(2, 3)))
 
 
 class SmallCNN(nn.Module):
     """A ~1.5M-parameter ResNet for 80x60 product photos. The stem strides early because on two
     CPU cores full-resolution convolutions cost more epochs than the detail they keep is worth.
-    ``colour_channels`` > 0 adds a ``ColourBranch`` whose output is summed with the CNN's;
-    ``colour_pool`` says how that branch pools its pixels ("mean" or "attention")."""
+    ``colour_channels`` > 0 adds a ``ColourBranch`` whose output is summed with the CNN's."""
 
     def __init__(
         self,
@@ -94,7 +80,6 @@ class SmallCNN(nn.Module):
         depths: Sequence[int] = (1, 1, 1, 1),
         strides: Sequence[int] = (1, 2, 2, 2),
         colour_channels: int = 0,
-        colour_pool: str = "mean",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -108,7 +93,7 @@ class SmallCNN(nn.Module):
                 cin = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, dim)
-        self.colour = ColourBranch(colour_channels, dim, pool=colour_pool) if colour_channels else None
+        self.colour = ColourBranch(colour_channels, dim) if colour_channels else None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.head(self.features(pixel_values).mean(dim=(2, 3)))

@@ -27,7 +27,6 @@ from model_export.train.data import (  # noqa: E402
     load_images,
 )
 from model_export.train.loop import (  # noqa: E402
-    DEFAULT_CNN,
     Prepared,
     TrainConfig,
     attribute_loss,
@@ -182,40 +181,6 @@ def test_colour_branch_only_adds_parameters() -> None:
     assert all(k.startswith("colour.") for k in with_colour - plain)
     out = SmallCNN(32, colour_channels=8)(torch.rand(2, 3, 80, 60))
     assert out.shape == (2, 32) and torch.isfinite(out).all()
-
-
-def test_attention_colour_pool_starts_as_the_mean_and_learns_to_weight_pixels() -> None:
-    """Zero-initialised pixel weights make the attention pool the plain mean at step 0, so the
-    option changes what training can learn, not where it starts."""
-    torch.manual_seed(0)
-    mean = SmallCNN(32, colour_channels=8).eval()
-    torch.manual_seed(0)
-    attention = SmallCNN(32, colour_channels=8, colour_pool="attention").eval()
-    extra = set(attention.state_dict()) - set(mean.state_dict())
-    assert extra == {"colour.weight.weight", "colour.weight.bias"}
-    mean.load_state_dict({k: v for k, v in attention.state_dict().items() if k not in extra})
-    x = torch.full((2, 3, 80, 60), 1.0)  # white studio background ...
-    x[:, 0, 20:60, 15:45] = -0.6  # ... around a product of another colour
-    assert torch.allclose(mean(x), attention(x), atol=1e-6)
-    with torch.no_grad():
-        attention.colour.weight.weight.normal_(std=10.0)
-    assert not torch.allclose(mean(x), attention(x), atol=1e-3)
-    with pytest.raises(ValueError, match="colour pooling"):
-        SmallCNN(32, colour_channels=8, colour_pool="max")
-
-
-def test_colour_pool_option_reaches_the_tower_config() -> None:
-    import argparse
-
-    from model_export.train.cli import add_arguments, config_from
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    cnn = config_from(parser.parse_args(["--colour-pool", "attention"])).cnn
-    assert cnn == {**DEFAULT_CNN, "colour_pool": "attention"}
-    assert config_from(parser.parse_args([])).cnn == DEFAULT_CNN
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--colour-pool", "max"])
 
 
 @pytest.mark.slow
