@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -98,7 +99,7 @@ def main() -> None:
         "model_only_cpu": model_cpu,
         "batch_size": settings.image_batch_size,
         "cpu": platform.processor() or platform.machine(),
-        "cores": __import__("os").cpu_count(),
+        "cores": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
