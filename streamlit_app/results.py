@@ -51,7 +51,9 @@ def _render_card(source: str | bytes | None, hit: Hit, on_more_like: Callable[[H
             st.caption("Photo unavailable")
         else:
             st.image(source, alt=hit.name, width="stretch")
-        chips = "".join(f'<span class="fs-chip">{html.escape(t)}</span>' for t in card_tags(hit))
+        chips = "".join(
+            f'<span class="fs-chip" title="{html.escape(t)}">{html.escape(t)}</span>' for t in card_tags(hit)
+        )
         # Escaped inside an HTML block, so names with * or _ are shown as written, never as markdown.
         st.markdown(
             f'<div class="fs-card-body"><div class="fs-name" title="{html.escape(hit.name)}">'

@@ -122,6 +122,18 @@ def test_shopper_session_against_the_live_api(
         CARDS, "cards => cards.slice(0, 3).map(c => c.getBoundingClientRect().top)"
     )
     assert tops[0] == tops[1] < tops[2]
+    # Narrow cards whose tag chips wrap stay as tall as their neighbours: the "More like this"
+    # buttons of a row line up.
+    boxes = phone.eval_on_selector_all(
+        CARDS,
+        "cards => cards.map(c => [c.getBoundingClientRect().top, c.getBoundingClientRect().height,"
+        " c.querySelector('.fs-chips').getBoundingClientRect().height])",
+    )
+    assert len({round(chips) for _, _, chips in boxes}) == 1
+    rows: dict[int, set[int]] = {}
+    for top, height, _ in boxes:
+        rows.setdefault(round(top), set()).add(round(height))
+    assert all(len(heights) == 1 for heights in rows.values())
     _shot(phone, "03-text-results-phone")
     phone.close()
 
