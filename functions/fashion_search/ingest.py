@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 OutcomeStatus = Literal["indexed", "skipped", "failed", "deleted", "stale"]
 KEY_FIELD = "_key"  # reserved vector-metadata field holding the object key
+SHA256_FIELD = "_sha256"  # and the one holding the image's hash, so searches can collapse copies
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ def fetch_object(
     return IngestItem(key, data, tags, sequencer)
 
 
-def vector_metadata(key: str, tags: dict[str, str]) -> dict[str, str]:
-    return {**tags, KEY_FIELD: key}
+def vector_metadata(key: str, tags: dict[str, str], sha256: str) -> dict[str, str]:
+    return {**tags, KEY_FIELD: key, SHA256_FIELD: sha256}
 
 
 class Ingestor:
@@ -188,8 +189,8 @@ class Ingestor:
         good = [n for n in todo if prepared[n].pixels is not None]
         embeddings = self._embed([prepared[n].pixels for n in good])  # type: ignore[misc]
         vectors = [
-            VectorItem(prepared[n].image_id, emb, vector_metadata(prepared[n].key, prepared[n].tags))
-            for n, emb in zip(good, embeddings, strict=True)
+            VectorItem(p.image_id, emb, vector_metadata(p.key, p.tags, p.sha256))
+            for p, emb in zip((prepared[n] for n in good), embeddings, strict=True)
         ]
         if vectors:
             self.vectors.upsert(vectors)
@@ -283,7 +284,11 @@ class Ingestor:
         record = self.metadata.get(image_id)
         if record is not None and record.status == "indexed" and record.embedding is not None:
             self.vectors.upsert(
-                [VectorItem(image_id, record.embedding, vector_metadata(record.key, record.tags))]
+                [
+                    VectorItem(
+                        image_id, record.embedding, vector_metadata(record.key, record.tags, record.sha256)
+                    )
+                ]
             )
         else:
             self.vectors.delete([image_id])

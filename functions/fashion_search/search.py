@@ -15,11 +15,14 @@ from fashion_search.config import Settings
 from fashion_search.encoder import Encoder
 from fashion_search.errors import InputError, NotFoundError
 from fashion_search.imaging import decode_and_prepare
-from fashion_search.ingest import KEY_FIELD
+from fashion_search.ingest import KEY_FIELD, SHA256_FIELD
 from fashion_search.records import ImageRecord
-from fashion_search.stores.base import Filters, MetadataStore, ObjectStore, VectorIndex
+from fashion_search.stores.base import Filters, MetadataStore, ObjectStore, VectorIndex, VectorMatch
 
 RawFilters = Mapping[str, str | Sequence[str]]
+# Most candidates one query asks the vector index for while collapsing copies (Pinecone returns
+# metadata for at most 1,000 matches).
+MAX_CANDIDATES = 1000
 
 
 @dataclass(frozen=True)
@@ -76,20 +79,58 @@ class Searcher:
         filters: RawFilters | None,
         min_score: float | None,
         exclude_ids: Sequence[str] = (),
+        *,
+        collapse: bool = True,
+        exclude_sha256: str | None = None,
     ) -> list[SearchHit]:
+        """The ``top_k`` best matches. With ``collapse``, byte-identical copies of one photo under
+        several keys (catalogues have them: 1,433 of KAGL's 44k files) count once, as their
+        best-ranked key, and ``exclude_sha256`` (the query photo's own hash) leaves out copies of
+        the query. Copies are dropped after the index ranks them, so it is asked for more
+        candidates, doubling until ``top_k`` remain or the candidates run out."""
         self._check_top_k(top_k)
-        matches = self.vectors.query(vector, top_k, normalize_filters(filters), exclude_ids)
-        hits = []
+        wanted = normalize_filters(filters)
+        asked = min(top_k * 2, MAX_CANDIDATES) if collapse else top_k
+        while True:
+            matches = self.vectors.query(vector, asked, wanted, exclude_ids)
+            kept = self._keep(matches, min_score, collapse, exclude_sha256)
+            ran_out = len(matches) < asked or asked >= MAX_CANDIDATES
+            below_min = min_score is not None and bool(matches) and matches[-1].score < min_score
+            if len(kept) >= top_k or ran_out or below_min:
+                break
+            asked = min(asked * 2, MAX_CANDIDATES)
+        return [self._hit(m) for m in kept[:top_k]]
+
+    @staticmethod
+    def _keep(
+        matches: Sequence[VectorMatch], min_score: float | None, collapse: bool, exclude_sha256: str | None
+    ) -> list[VectorMatch]:
+        seen = {exclude_sha256} if exclude_sha256 else set()
+        kept = []
         for m in matches:
             if min_score is not None and m.score < min_score:
                 continue
-            tags = {k: v for k, v in m.metadata.items() if not k.startswith("_")}
-            key = m.metadata.get(KEY_FIELD, "")
-            hits.append(SearchHit(m.id, key, float(m.score), self.objects.url(key), tags))
-        return hits
+            sha = m.metadata.get(SHA256_FIELD) if collapse else None
+            if sha:  # vectors written before hashes were stored have none: never collapsed
+                if sha in seen:
+                    continue
+                seen.add(sha)
+            kept.append(m)
+        return kept
+
+    def _hit(self, m: VectorMatch) -> SearchHit:
+        tags = {k: v for k, v in m.metadata.items() if not k.startswith("_")}
+        key = m.metadata.get(KEY_FIELD, "")
+        return SearchHit(m.id, key, float(m.score), self.objects.url(key), tags)
 
     def by_text(
-        self, text: str, top_k: int = 1, filters: RawFilters | None = None, min_score: float | None = None
+        self,
+        text: str,
+        top_k: int = 1,
+        filters: RawFilters | None = None,
+        min_score: float | None = None,
+        *,
+        collapse_duplicates: bool = True,
     ) -> list[SearchHit]:
         if not isinstance(text, str) or not text.strip():
             raise InputError("empty_text", "text must be a non-empty string")
@@ -100,10 +141,16 @@ class Searcher:
             )
         self._check_top_k(top_k)
         vector = self.encoder.embed_texts([text.strip()])[0]
-        return self._query(vector, top_k, filters, min_score)
+        return self._query(vector, top_k, filters, min_score, collapse=collapse_duplicates)
 
     def by_image_bytes(
-        self, data: bytes, top_k: int = 3, filters: RawFilters | None = None, min_score: float | None = None
+        self,
+        data: bytes,
+        top_k: int = 3,
+        filters: RawFilters | None = None,
+        min_score: float | None = None,
+        *,
+        collapse_duplicates: bool = True,
     ) -> list[SearchHit]:
         self._check_top_k(top_k)
         _, pixels = decode_and_prepare(
@@ -113,17 +160,33 @@ class Searcher:
             max_pixels=self.settings.max_image_pixels,
         )
         vector = self.encoder.embed_tower_pixels(pixels[None])[0]
-        return self._query(vector, top_k, filters, min_score)
+        return self._query(vector, top_k, filters, min_score, collapse=collapse_duplicates)
 
     def by_image_id(
-        self, image_id: str, top_k: int = 3, filters: RawFilters | None = None, min_score: float | None = None
+        self,
+        image_id: str,
+        top_k: int = 3,
+        filters: RawFilters | None = None,
+        min_score: float | None = None,
+        *,
+        collapse_duplicates: bool = True,
     ) -> list[SearchHit]:
-        """'More like this': reuse the stored vector (no re-embedding) and leave the item itself out."""
+        """'More like this': reuse the stored vector (no re-embedding) and leave the item itself out,
+        and (when collapsing) its byte-identical copies, which would otherwise come first."""
         self._check_top_k(top_k)
         vector = self.vectors.fetch([image_id]).get(image_id)
         if vector is None:
             raise NotFoundError(f"no indexed image with id {image_id!r}")
-        return self._query(vector, top_k, filters, min_score, exclude_ids=[image_id])
+        record = self.metadata.get(image_id) if collapse_duplicates else None
+        return self._query(
+            vector,
+            top_k,
+            filters,
+            min_score,
+            exclude_ids=[image_id],
+            collapse=collapse_duplicates,
+            exclude_sha256=record.sha256 if record else None,
+        )
 
     def get(self, image_id: str) -> tuple[ImageRecord, str]:
         record = self.metadata.get(image_id)

@@ -21,7 +21,7 @@ from fashion_search.handlers import api_lambda
 from fashion_search.handlers.api_lambda import LAMBDA_MAX_REQUEST_BYTES, lambda_settings, make_handler
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services, build_services
-from tests.aws.catalogue import SAMPLE_SIZE, Catalogue
+from tests.aws.catalogue import PREFIX, SAMPLE_SIZE, Catalogue
 from tests.aws.lambda_events import http_api_event, json_body, rest_api_event
 from tests.plugins.aws_servers import free_port
 
@@ -143,6 +143,30 @@ def test_deleted_images_are_no_longer_found(catalogue: Catalogue, lambda_handler
     assert status == 404 or info["status"] == "deleted"
     catalogue.upload(product_id)
     catalogue.drain()
+
+
+def test_a_photo_uploaded_under_a_second_key_shows_once(catalogue: Catalogue, lambda_handler: Mangum) -> None:
+    """Pinecone keeps each vector's image hash, so copies collapse on the AWS backend too."""
+    product_id = list(catalogue.keys)[5]
+    original, copy = catalogue.keys[product_id], f"{PREFIX}second-sku/{product_id}.jpg"
+    catalogue.services.objects.put(copy, catalogue.photos[product_id], {"gender": "Unisex"})
+    assert [r["batchItemFailures"] for r in catalogue.drain()] == [[]]
+    try:
+        query = {"image_id": image_id_for_key(original), "top_k": 3}
+        found = similar_keys(lambda_handler, query)
+        assert len(found) == 3 and copy not in found
+        assert similar_keys(lambda_handler, {**query, "collapse_duplicates": False})[0] == copy
+        by_bytes = {"image_base64": base64.b64encode(catalogue.photos[product_id]).decode(), "top_k": 3}
+        assert len({original, copy} & set(similar_keys(lambda_handler, by_bytes))) == 1
+    finally:
+        catalogue.services.objects.delete(copy)
+        catalogue.drain()
+
+
+def similar_keys(handler: Mangum, query: dict[str, Any]) -> list[str]:
+    status, payload = invoke(handler, http_api_event("POST", "/get_similar_images", json.dumps(query), JSON))
+    assert status == 200, payload
+    return [r["key"] for r in payload["results"]]
 
 
 @pytest.fixture

@@ -98,6 +98,16 @@ def decode_base64_image(text: str) -> bytes:
         raise InputError("invalid_base64", "image_base64 is not valid base64") from None
 
 
+def search_options(options: SimilarOptions) -> dict[str, Any]:
+    """The options of an image query as the ``Searcher`` takes them."""
+    return {
+        "top_k": options.top_k,
+        "filters": options.filters,
+        "min_score": options.min_score,
+        "collapse_duplicates": options.collapse_duplicates,
+    }
+
+
 def similar_from_json(body: bytes, services: Services) -> list[SearchHit]:
     """Parse, validate and search, all in the threadpool: a 20 MB base64 body takes a while to parse."""
     try:
@@ -105,14 +115,14 @@ def similar_from_json(body: bytes, services: Services) -> list[SearchHit]:
     except ValueError:
         raise InputError("malformed_json", "the request body is not valid JSON") from None
     req: SimilarSearchRequest = validate(SimilarSearchRequest, payload)
-    searcher = services.searcher
+    searcher, options = services.searcher, search_options(req)
     if req.image_id is not None:
-        return searcher.by_image_id(req.image_id, req.top_k, req.filters, req.min_score)
+        return searcher.by_image_id(req.image_id, **options)
     if req.url is not None:
         data = fetch_image_url(req.url, services.settings)
     else:
         data = decode_base64_image(req.image_base64 or "")
-    return searcher.by_image_bytes(data, req.top_k, req.filters, req.min_score)
+    return searcher.by_image_bytes(data, **options)
 
 
 def form_value(value: str) -> Any:
@@ -155,7 +165,9 @@ def health(services: ServicesDep) -> HealthResponse:
 def get_image_by_text(req: TextSearchRequest, services: ServicesDep) -> SearchResponse:
     """The catalogue images that best match a text description."""
     started = time.perf_counter()
-    hits = services.searcher.by_text(req.text, req.top_k, req.filters, req.min_score)
+    hits = services.searcher.by_text(
+        req.text, req.top_k, req.filters, req.min_score, collapse_duplicates=req.collapse_duplicates
+    )
     return search_response(hits, started)
 
 
@@ -176,6 +188,7 @@ SIMILAR_REQUEST_BODY = {
                             "description": 'JSON object, e.g. {"gender": "Women"}',
                         },
                         "min_score": {"type": "number"},
+                        "collapse_duplicates": {"type": "boolean", "default": True},
                     },
                 }
             },
@@ -194,9 +207,7 @@ async def get_similar_images(request: Request, services: ServicesDep) -> SearchR
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "multipart/form-data":
         options, data = await read_multipart(request)
-        hits = await run_in_threadpool(
-            services.searcher.by_image_bytes, data, options.top_k, options.filters, options.min_score
-        )
+        hits = await run_in_threadpool(services.searcher.by_image_bytes, data, **search_options(options))
     elif content_type == "application/json" or content_type.endswith("+json"):
         hits = await run_in_threadpool(similar_from_json, await request.body(), services)
     else:

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -36,6 +37,13 @@ MIN_SCORE_FIELD = Field(
     examples=[0.2],
 )
 TOP_K_DESCRIPTION = "How many results, from 1 to the deployment's `max_top_k` (100 by default)."
+COLLAPSE_FIELD = Field(
+    True,
+    description=(
+        "Show a photo stored under several keys (byte-identical files) once, as its best-ranked key;"
+        " a search by `image_id` also leaves out the copies of that photo. `false` returns every key."
+    ),
+)
 
 
 class _Strict(BaseModel):
@@ -47,6 +55,7 @@ class TextSearchRequest(_Strict):
     top_k: StrictInt = Field(1, description=TOP_K_DESCRIPTION, json_schema_extra={"minimum": 1})
     filters: Filters | None = FILTERS_FIELD
     min_score: StrictFloat | None = MIN_SCORE_FIELD
+    collapse_duplicates: StrictBool = COLLAPSE_FIELD
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -64,6 +73,7 @@ class SimilarOptions(_Strict):
     top_k: StrictInt = Field(3, description=TOP_K_DESCRIPTION, json_schema_extra={"minimum": 1})
     filters: Filters | None = FILTERS_FIELD
     min_score: StrictFloat | None = MIN_SCORE_FIELD
+    collapse_duplicates: StrictBool = COLLAPSE_FIELD
 
 
 class SimilarSearchRequest(SimilarOptions):
