@@ -108,7 +108,7 @@ def test_text_search_renders_cards_with_names_tags_and_browser_loadable_urls(moc
     assert "Roadster Men *Blue* Jeans" in page
     assert "b2.jpg" in page
     for tag in ("Men", "Jeans", "Blue"):
-        assert f'<span class="fs-chip">{tag}</span>' in page
+        assert f'<span class="fs-chip" title="{tag}">{tag}</span>' in page
     assert "match 0.87" in page
 
 
