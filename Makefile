@@ -60,8 +60,15 @@ test: setup-dev system-deps
 lint: setup-dev
 	$(BIN)/ruff check .
 
+# Every benchmark, figures to bench/results/ (tens of minutes; run it on an otherwise idle machine).
 bench: setup-dev
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/ingest_throughput.py
+	$(BIN)/python bench/api_latency.py
+	$(BIN)/python bench/quality.py --model models/kagl-minilm
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/load_api.py
+	$(BIN)/python bench/backfill_throughput.py
+	$(BIN)/python bench/export_speed.py
 
 clean:
 	rm -rf $(VENV) data cdk.out test-artifacts .pytest_cache
