@@ -73,8 +73,26 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_search_options(parser: argparse.ArgumentParser, top_k: int) -> None:
+    parser.add_argument("--top-k", type=int, default=top_k)
+    parser.add_argument("--filter", action="append", default=[], metavar="TAG=VALUE")
+    parser.add_argument(
+        "--all-duplicates",
+        action="store_true",
+        help="list every key of a photo stored under several keys (by default it shows once)",
+    )
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "top_k": args.top_k,
+        "filters": _filters(args.filter),
+        "collapse_duplicates": not args.all_duplicates,
+    }
+
+
 def cmd_search(services: Services, args: argparse.Namespace) -> int:
-    hits = services.searcher.by_text(args.text, top_k=args.top_k, filters=_filters(args.filter))
+    hits = services.searcher.by_text(args.text, **_options(args))
     _print_json(_hits(hits))
     return 0
 
@@ -90,7 +108,7 @@ def cmd_similar(services: Services, args: argparse.Namespace) -> int:
         if not path.is_file():
             raise InputError("not_found", f"{path} is not a file")
         data = path.read_bytes()
-    hits = services.searcher.by_image_bytes(data, top_k=args.top_k, filters=_filters(args.filter))
+    hits = services.searcher.by_image_bytes(data, **_options(args))
     _print_json(_hits(hits))
     return 0
 
@@ -131,13 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="text -> images")
     p.add_argument("text")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--filter", action="append", default=[], metavar="TAG=VALUE")
+    _add_search_options(p, top_k=5)
 
     p = sub.add_parser("similar", help="image file or URL -> similar images")
     p.add_argument("source", metavar="PATH_OR_URL")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--filter", action="append", default=[], metavar="TAG=VALUE")
+    _add_search_options(p, top_k=3)
 
     p = sub.add_parser("delete", help="remove an object and its vector")
     p.add_argument("key")

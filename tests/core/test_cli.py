@@ -49,6 +49,22 @@ def test_ingest_search_similar_delete_stats(env: Path, kagl_dir: Path, capsys) -
     assert stats["vectors"] == 11 and stats["records"] == {"indexed": 11, "failed": 0, "deleted": 1}
 
 
+def test_a_photo_under_two_keys_shows_once_unless_all_duplicates(env: Path, kagl_dir: Path, capsys) -> None:
+    photos = env / "photos"
+    (photos / "second-sku").mkdir(parents=True)
+    source = sorted((kagl_dir / "images").glob("*.jpg"))[:4]
+    for path in source:
+        (photos / path.name).write_bytes(path.read_bytes())
+    (photos / "second-sku" / source[0].name).write_bytes(source[0].read_bytes())
+    assert run(capsys, "ingest", str(photos), "--quiet")[1]["ingested"] == 5
+    for argv in (["similar", str(source[0])], ["search", "shirt"]):
+        _, collapsed = run(capsys, *argv, "--top-k", "5")
+        _, every = run(capsys, *argv, "--top-k", "5", "--all-duplicates")
+        assert len(collapsed) == 4 and len(every) == 5
+    _, both = run(capsys, "similar", str(source[0]), "--top-k", "2", "--all-duplicates")
+    assert {h["key"] for h in both} == {source[0].name, f"second-sku/{source[0].name}"}
+
+
 def test_bad_input_exits_2_with_a_json_error(env: Path, capsys) -> None:
     assert main(["search", "   "]) == 2
     err = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
