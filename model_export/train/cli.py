@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     p.add_argument("--dim", type=int, default=TrainConfig.dim, help="embedding size")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument(
+        "--name-prob",
+        type=float,
+        default=TrainConfig.name_prob,
+        help="chance that an item's caption is its product name (else an attribute caption)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, help="steps")
     p.add_argument("--max-items", type=int, default=None, help="train on the first N items only (smoke runs)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
@@ -86,6 +92,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,
         seed=args.seed,
+        name_prob=args.name_prob,
         dim=args.dim,
         checkpoint_every=args.checkpoint_every,
         max_items=args.max_items,

@@ -76,6 +76,8 @@ class TrainConfig:
             )
         if any(w < 0 for w in self.attribute_weights.values()):
             raise ValueError("attribute loss weights must be >= 0 (a negative one pushes images off labels)")
+        if not 0.0 <= self.name_prob <= 1.0:
+            raise ValueError(f"name_prob is a probability, from 0 to 1 (got {self.name_prob})")
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -160,6 +160,9 @@ def test_attribute_loss_settings_are_checked(kagl_dir: Path, tmp_path: Path) -> 
     with pytest.raises(SystemExit, match=r"^error: attribute loss on unknown field"):  # no traceback
         main(["--attribute-loss", "price=1", "--run-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()  # refused before anything was written
+    with pytest.raises(SystemExit, match=r"^error: name_prob is a probability"):
+        main(["--name-prob", "1.5", "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
 
 
 def test_multi_positive_loss_prefers_the_true_pairing() -> None:
