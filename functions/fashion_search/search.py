@@ -174,18 +174,17 @@ class Searcher:
         """'More like this': reuse the stored vector (no re-embedding) and leave the item itself out,
         and (when collapsing) its byte-identical copies, which would otherwise come first."""
         self._check_top_k(top_k)
-        vector = self.vectors.fetch([image_id]).get(image_id)
-        if vector is None:
+        item = self.vectors.fetch([image_id]).get(image_id)
+        if item is None:
             raise NotFoundError(f"no indexed image with id {image_id!r}")
-        record = self.metadata.get(image_id) if collapse_duplicates else None
         return self._query(
-            vector,
+            item.vector,
             top_k,
             filters,
             min_score,
             exclude_ids=[image_id],
             collapse=collapse_duplicates,
-            exclude_sha256=record.sha256 if record else None,
+            exclude_sha256=item.metadata.get(SHA256_FIELD),
         )
 
     def get(self, image_id: str) -> tuple[ImageRecord, str]:

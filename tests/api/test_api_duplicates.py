@@ -136,7 +136,7 @@ def test_vectors_without_a_stored_hash_are_never_collapsed(
 ) -> None:
     """Vectors written before hashes were stored (or by another writer) carry only the key."""
     name = sample_paths[2].name
-    vector = services.vectors.fetch([image_id_for_key(name)])[image_id_for_key(name)]
+    vector = services.vectors.fetch([image_id_for_key(name)])[image_id_for_key(name)].vector
     services.vectors.upsert([VectorItem("legacy-copy", np.asarray(vector), {KEY_FIELD: f"legacy/{name}"})])
     found = [h.key for h in services.searcher.by_image_bytes(sample_paths[2].read_bytes(), top_k=3)]
     assert set(found[:2]) == {name, f"legacy/{name}"}

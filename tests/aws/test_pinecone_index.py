@@ -68,7 +68,8 @@ def test_upsert_query_fetch_delete_count(index: PineconeVectorIndex) -> None:
     assert [m.score for m in best] == sorted((m.score for m in best), reverse=True)
     fetched = index.fetch(["id1", "id2", "absent"])
     assert set(fetched) == {"id1", "id2"}
-    np.testing.assert_allclose(fetched["id1"], unit(1), atol=1e-6)
+    np.testing.assert_allclose(fetched["id1"].vector, unit(1), atol=1e-6)
+    assert fetched["id1"].metadata == {"baseColour": "Blue", "gender": "Men", "_key": "k/1.jpg"}
     index.delete(["id1", "id2", "absent"])
     assert index.count() == 7
     assert index.fetch(["id1"]) == {}

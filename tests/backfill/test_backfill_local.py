@@ -134,7 +134,7 @@ def test_decoding_in_worker_processes_matches_the_in_process_path(
     spec = local_services.encoder.manifest.image
     prepared = prepare_item(item, spec, max_bytes=10**7, max_pixels=10**8)
     expected = local_services.encoder.embed_tower_pixels(prepared.pixels[None])[0]  # type: ignore[index]
-    stored = local_services.vectors.fetch([prepared.image_id])[prepared.image_id]
+    stored = local_services.vectors.fetch([prepared.image_id])[prepared.image_id].vector
     np.testing.assert_allclose(stored, expected, atol=1e-6)
 
 

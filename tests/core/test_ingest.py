@@ -38,7 +38,8 @@ def test_ingest_indexes_records_and_vectors(services: Services, items: list[Inge
     assert record.tags["articleType"] == items[0].tags["articleType"]
     assert record.embedding is not None and record.embedding.shape == (services.encoder.dim,)
     stored = services.vectors.fetch([record.image_id])[record.image_id]
-    np.testing.assert_allclose(stored, record.embedding, atol=1e-6)
+    np.testing.assert_allclose(stored.vector, record.embedding, atol=1e-6)
+    assert stored.metadata["_sha256"] == record.sha256 and stored.metadata["_key"] == record.key
 
 
 def test_ingest_is_idempotent(services: Services, items: list[IngestItem]) -> None:
@@ -56,7 +57,7 @@ def test_new_bytes_under_the_same_key_replace_the_vector(services: Services, ite
     outcome = services.ingestor.ingest(IngestItem(first.key, other.data, other.tags))
     assert outcome.status == "indexed"
     after = services.vectors.fetch([image_id_for_key(first.key)])
-    assert not np.allclose(before[outcome.image_id], after[outcome.image_id])
+    assert not np.allclose(before[outcome.image_id].vector, after[outcome.image_id].vector)
     assert services.vectors.count() == 1
 
 

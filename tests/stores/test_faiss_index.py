@@ -146,7 +146,7 @@ def test_upsert_of_an_existing_id_replaces_vector_and_metadata(
 ) -> None:
     index.upsert([VectorItem(id="id1", vector=vectors[200], metadata={"colour": "Green"})])
     assert index.count() == len(vectors)
-    np.testing.assert_array_equal(index.fetch(["id1"])["id1"], vectors[200])
+    np.testing.assert_array_equal(index.fetch(["id1"])["id1"].vector, vectors[200])
     best = index.query(vectors[200], top_k=2)
     assert {m.id for m in best} == {"id1", "id200"}
     assert (
@@ -166,8 +166,9 @@ def test_duplicate_ids_in_one_batch_keep_the_last(path: Path, vectors: np.ndarra
 def test_fetch_returns_the_stored_vectors(index: FaissVectorIndex, vectors: np.ndarray) -> None:
     got = index.fetch(["id3", "id299", "id3", "missing"])
     assert got.keys() == {"id3", "id299"}
-    np.testing.assert_array_equal(got["id299"], vectors[299])
-    assert got["id3"].dtype == np.float32
+    np.testing.assert_array_equal(got["id299"].vector, vectors[299])
+    assert got["id3"].vector.dtype == np.float32
+    assert got["id3"].metadata == tags_for(3)  # the metadata comes with the vector
 
 
 def test_survives_a_restart(index: FaissVectorIndex, path: Path, vectors: np.ndarray) -> None:

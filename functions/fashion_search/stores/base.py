@@ -106,6 +106,7 @@ class VectorIndex(Protocol):
     ) -> list[VectorMatch]:
         """Best ``top_k`` matches, best first; only items whose tags match every filter key."""
 
-    def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def fetch(self, ids: Sequence[str]) -> dict[str, VectorItem]:
+        """The stored items (vector and metadata) among ``ids``; absent ones are left out."""
 
     def count(self) -> int: ...

@@ -273,13 +273,15 @@ class FaissVectorIndex:
                 return set()
         return allowed or set()
 
-    def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def fetch(self, ids: Sequence[str]) -> dict[str, VectorItem]:
         """Read from SQLite, not the cache: always current, and ids absent or deleted are left out."""
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, VectorItem] = {}
         for chunk in chunked(list(dict.fromkeys(ids)), 500):
             where = f"vector IS NOT NULL AND id IN ({placeholders(len(chunk))})"
-            rows = self._db.query(f"SELECT id, vector FROM vectors WHERE {where}", chunk)
-            found.update((id_, np.frombuffer(blob, dtype=np.float32).copy()) for id_, blob in rows)
+            rows = self._db.query(f"SELECT id, vector, metadata FROM vectors WHERE {where}", chunk)
+            for id_, blob, metadata in rows:
+                vector = np.frombuffer(blob, dtype=np.float32).copy()
+                found[id_] = VectorItem(id_, vector, json.loads(metadata))
         return found
 
     def count(self) -> int:

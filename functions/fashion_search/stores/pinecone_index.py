@@ -131,13 +131,14 @@ class PineconeVectorIndex:
         ]
         return matches[:top_k]
 
-    def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def fetch(self, ids: Sequence[str]) -> dict[str, VectorItem]:
+        found: dict[str, VectorItem] = {}
         for chunk in chunks(list(dict.fromkeys(ids)), MAX_FETCH_IDS):
             with translated("fetch"):
                 response = self.index.fetch(ids=chunk, namespace=self.namespace)
             for vid, vec in response.vectors.items():
-                found[vid] = np.asarray(vec.values, dtype=np.float32)
+                metadata = {k: str(v) for k, v in (vec.metadata or {}).items()}
+                found[vid] = VectorItem(vid, np.asarray(vec.values, dtype=np.float32), metadata)
         return found
 
     def count(self) -> int:
