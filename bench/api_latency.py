@@ -122,21 +122,27 @@ def main() -> None:
         image_id = one["results"][0]["image_id"]
         n = iter(range(10**9))
 
-        def text_call(s: requests.Session = session) -> requests.Response:
-            return s.post(
-                f"{base}/get_image_by_text", json={"text": names[next(n) % len(names)], "top_k": 10}
-            )
+        def text_call(s: requests.Session = session, hybrid: bool = True) -> requests.Response:
+            body = {"text": names[next(n) % len(names)], "top_k": 10, "hybrid": hybrid}
+            return s.post(f"{base}/get_image_by_text", json=body)
 
         timed(text_call, 20)  # warm-up
         result = {
             "health": health,
             "text_search": percentiles(timed(text_call, args.requests)),
-            "similar_by_id": percentiles(
-                timed(
-                    lambda: session.post(f"{base}/get_similar_images", json={"image_id": image_id}),
-                    args.requests,
+            "text_search_vector_only": percentiles(timed(lambda: text_call(hybrid=False), args.requests)),
+            **{
+                f"similar_by_id{suffix}": percentiles(
+                    timed(
+                        lambda body=body: session.post(f"{base}/get_similar_images", json=body),
+                        args.requests,
+                    )
                 )
-            ),
+                for suffix, body in (
+                    ("", {"image_id": image_id}),
+                    ("_vector_only", {"image_id": image_id, "hybrid": False}),
+                )
+            },
             "similar_by_upload": percentiles(
                 timed(
                     lambda: session.post(
@@ -147,15 +153,17 @@ def main() -> None:
             ),
         }
 
-        def client(_: int) -> Callable[[], requests.Response]:
-            s = requests.Session()
-            return lambda: text_call(s)
+        for suffix, hybrid in (("", True), ("_vector_only", False)):
 
-        one_client = throughput(client, 1, args.seconds)
-        four_clients = throughput(client, 4, args.seconds)
-        result["text_search_rps_1_client"] = round(one_client, 1)
-        result["text_search_rps_4_clients"] = round(four_clients, 1)
-        result["concurrency_speedup_4_vs_1"] = round(four_clients / one_client, 2)
+            def client(_: int, hybrid: bool = hybrid) -> Callable[[], requests.Response]:
+                s = requests.Session()
+                return lambda: text_call(s, hybrid)
+
+            one_client = throughput(client, 1, args.seconds)
+            four_clients = throughput(client, 4, args.seconds)
+            result[f"text_search{suffix}_rps_1_client"] = round(one_client, 1)
+            result[f"text_search{suffix}_rps_4_clients"] = round(four_clients, 1)
+            result[f"concurrency_speedup{suffix}_4_vs_1"] = round(four_clients / one_client, 2)
         result["api_peak_rss_mb"] = peak_rss_mb(proc.pid)
         result["cores"] = os.cpu_count()
     finally:

@@ -35,7 +35,11 @@ def _filters(pairs: list[str]) -> dict[str, list[str]]:
 
 
 def _hits(hits: list[Any]) -> list[dict[str, Any]]:
-    return [{"image_id": h.image_id, "key": h.key, "score": round(h.score, 4), "tags": h.tags} for h in hits]
+    return [
+        {"image_id": h.image_id, "key": h.key, "score": round(h.score, 4), "tags": h.tags}
+        | ({"matched_terms": list(h.matched_terms)} if h.matched_terms else {})
+        for h in hits
+    ]
 
 
 def cmd_ingest(services: Services, args: argparse.Namespace) -> int:
@@ -92,7 +96,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(services: Services, args: argparse.Namespace) -> int:
-    hits = services.searcher.by_text(args.text, **_options(args))
+    hits = services.searcher.by_text(args.text, **_options(args), hybrid=not args.vector_only)
     _print_json(_hits(hits))
     return 0
 
@@ -150,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="text -> images")
     p.add_argument("text")
     _add_search_options(p, top_k=5)
+    p.add_argument(
+        "--vector-only",
+        action="store_true",
+        help="rank by the model alone, without re-ranking by the query's words found in the tags",
+    )
 
     p = sub.add_parser("similar", help="image file or URL -> similar images")
     p.add_argument("source", metavar="PATH_OR_URL")

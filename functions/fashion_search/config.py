@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         1, ge=1, description="Local index: threads per query (1 is fastest when requests run concurrently)."
     )
 
+    # --- search ---------------------------------------------------------------------------------
+    hybrid_candidates: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="Hybrid text search: vector matches re-ranked by the query's words in their tags.",
+    )
+
     # --- where state lives -----------------------------------------------------------------------
     backend: Backend = Field("local", description="'local' (directory, SQLite, FAISS) or 'aws'.")
     data_dir: Path = Field(Path("data"), description="Local mode: objects, SQLite and index live here.")

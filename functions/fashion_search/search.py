@@ -14,6 +14,7 @@ import numpy as np
 from fashion_search.config import Settings
 from fashion_search.encoder import Encoder
 from fashion_search.errors import InputError, NotFoundError
+from fashion_search.hybrid import fuse, tag_text
 from fashion_search.imaging import decode_and_prepare
 from fashion_search.ingest import KEY_FIELD, SHA256_FIELD
 from fashion_search.records import ImageRecord
@@ -32,6 +33,7 @@ class SearchHit:
     score: float
     url: str
     tags: dict[str, str] = field(default_factory=dict)
+    matched_terms: tuple[str, ...] = ()
 
 
 def normalize_filters(filters: RawFilters | None) -> Filters | None:
@@ -82,15 +84,21 @@ class Searcher:
         *,
         collapse: bool = True,
         exclude_sha256: str | None = None,
+        keywords: str | None = None,
     ) -> list[SearchHit]:
         """The ``top_k`` best matches. With ``collapse``, byte-identical copies of one photo under
         several keys (catalogues have them: 1,433 of KAGL's 44k files) count once, as their
         best-ranked key, and ``exclude_sha256`` (the query photo's own hash) leaves out copies of
         the query. Copies are dropped after the index ranks them, so it is asked for more
-        candidates, doubling until ``top_k`` remain or the candidates run out."""
+        candidates, doubling until ``top_k`` remain or the candidates run out. With ``keywords``
+        (hybrid ranking) the index is asked for ``hybrid_candidates`` at least, and those are
+        re-ranked by the words of ``keywords`` found in their tags (``hybrid.fuse``)."""
         self._check_top_k(top_k)
         wanted = normalize_filters(filters)
-        asked = min(top_k * 2, MAX_CANDIDATES) if collapse else top_k
+        asked = top_k * 2 if collapse else top_k
+        if keywords is not None:
+            asked = max(asked, self.settings.hybrid_candidates)
+        asked = min(asked, MAX_CANDIDATES)
         while True:
             matches = self.vectors.query(vector, asked, wanted, exclude_ids)
             kept = self._keep(matches, min_score, collapse, exclude_sha256)
@@ -99,7 +107,9 @@ class Searcher:
             if len(kept) >= top_k or ran_out or below_min:
                 break
             asked = min(asked * 2, MAX_CANDIDATES)
-        return [self._hit(m) for m in kept[:top_k]]
+        if keywords is None:
+            return [self._hit(m) for m in kept[:top_k]]
+        return [self._hit(m, words) for m, words in fuse(keywords, kept)[:top_k]]
 
     @staticmethod
     def _keep(
@@ -118,10 +128,10 @@ class Searcher:
             kept.append(m)
         return kept
 
-    def _hit(self, m: VectorMatch) -> SearchHit:
+    def _hit(self, m: VectorMatch, matched_terms: tuple[str, ...] = ()) -> SearchHit:
         tags = {k: v for k, v in m.metadata.items() if not k.startswith("_")}
         key = m.metadata.get(KEY_FIELD, "")
-        return SearchHit(m.id, key, float(m.score), self.objects.url(key), tags)
+        return SearchHit(m.id, key, float(m.score), self.objects.url(key), tags, matched_terms)
 
     def by_text(
         self,
@@ -131,7 +141,11 @@ class Searcher:
         min_score: float | None = None,
         *,
         collapse_duplicates: bool = True,
+        hybrid: bool = True,
     ) -> list[SearchHit]:
+        """With ``hybrid``, the words of ``text`` found in the candidates' tags re-rank them
+        (``hybrid.py``); ``score`` stays the cosine similarity, so results may then be out of score
+        order, and ``min_score`` still drops results by that cosine."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("empty_text", "text must be a non-empty string")
         if len(text) > self.settings.max_text_chars:
@@ -140,8 +154,16 @@ class Searcher:
                 f"text is {len(text)} characters; the limit is {self.settings.max_text_chars}",
             )
         self._check_top_k(top_k)
-        vector = self.encoder.embed_texts([text.strip()])[0]
-        return self._query(vector, top_k, filters, min_score, collapse=collapse_duplicates)
+        text = text.strip()
+        vector = self.encoder.embed_texts([text])[0]
+        return self._query(
+            vector,
+            top_k,
+            filters,
+            min_score,
+            collapse=collapse_duplicates,
+            keywords=text if hybrid else None,
+        )
 
     def by_image_bytes(
         self,
@@ -170,9 +192,12 @@ class Searcher:
         min_score: float | None = None,
         *,
         collapse_duplicates: bool = True,
+        hybrid: bool = True,
     ) -> list[SearchHit]:
         """'More like this': reuse the stored vector (no re-embedding) and leave the item itself out,
-        and (when collapsing) its byte-identical copies, which would otherwise come first."""
+        and (when collapsing) its byte-identical copies, which would otherwise come first. With
+        ``hybrid``, the item's own tag values are the words: candidates sharing its type, colour,
+        brand... move up, as a shop's "similar products" would."""
         self._check_top_k(top_k)
         item = self.vectors.fetch([image_id]).get(image_id)
         if item is None:
@@ -185,6 +210,7 @@ class Searcher:
             exclude_ids=[image_id],
             collapse=collapse_duplicates,
             exclude_sha256=item.metadata.get(SHA256_FIELD),
+            keywords=tag_text(item.metadata) if hybrid else None,
         )
 
     def get(self, image_id: str) -> tuple[ImageRecord, str]:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,6 +89,21 @@ def test_text_search_with_filters_through_the_rest_api(catalogue: Catalogue, lam
     assert status == 200 and health["backend"] == "aws" and health["vectors"] >= SAMPLE_SIZE
 
 
+def test_hybrid_text_search_reads_the_words_from_pinecone_metadata(
+    catalogue: Catalogue, lambda_handler: Mangum
+) -> None:
+    """The tags come back with Pinecone's matches, so words re-rank them as in local mode."""
+    article = Counter(row["articleType"] for row in catalogue.rows.values()).most_common(1)[0][0]
+    body = json.dumps({"text": article.lower(), "top_k": SAMPLE_SIZE})
+    status, payload = invoke(lambda_handler, rest_api_event("POST", "/get_image_by_text", body, JSON))
+    assert status == 200, payload
+    results = payload["results"]
+    matched = [bool(r["matched_terms"]) for r in results]
+    assert matched == sorted(matched, reverse=True) and any(matched)
+    of_type = {r["key"] for r in results if r["tags"]["articletype"] == article}
+    assert of_type and of_type <= {r["key"] for r in results if r["matched_terms"]}
+
+
 def test_more_like_this_by_image_id_leaves_the_image_out(
     catalogue: Catalogue, lambda_handler: Mangum
 ) -> None:
@@ -155,7 +171,9 @@ def test_a_photo_uploaded_under_a_second_key_shows_once(catalogue: Catalogue, la
         query = {"image_id": image_id_for_key(original), "top_k": 3}
         found = similar_keys(lambda_handler, query)
         assert len(found) == 3 and copy not in found
-        assert similar_keys(lambda_handler, {**query, "collapse_duplicates": False})[0] == copy
+        # by the vector alone the copy (same bytes, other tags) is the closest match of all
+        every = {**query, "collapse_duplicates": False, "hybrid": False}
+        assert similar_keys(lambda_handler, every)[0] == copy
         by_bytes = {"image_base64": base64.b64encode(catalogue.photos[product_id]).decode(), "top_k": 3}
         assert len({original, copy} & set(similar_keys(lambda_handler, by_bytes))) == 1
     finally:

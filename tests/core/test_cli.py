@@ -23,17 +23,14 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object]:
     return code, json.loads(out) if out.strip() else None
 
 
+def ingest_twelve(kagl_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, object]:
+    """The first 12 KAGL images with their styles.csv tags."""
+    images, styles = str(kagl_dir / "images"), str(kagl_dir / "styles.csv")
+    return run(capsys, "ingest", images, "--tags-csv", styles, "--limit", "12", "--quiet")
+
+
 def test_ingest_search_similar_delete_stats(env: Path, kagl_dir: Path, capsys) -> None:
-    code, summary = run(
-        capsys,
-        "ingest",
-        str(kagl_dir / "images"),
-        "--tags-csv",
-        str(kagl_dir / "styles.csv"),
-        "--limit",
-        "12",
-        "--quiet",
-    )
+    code, summary = ingest_twelve(kagl_dir, capsys)
     assert code == 0 and summary["ingested"] == 12
     code, hits = run(capsys, "search", "blue jeans", "--top-k", "3")
     assert code == 0 and len(hits) == 3 and all("tags" in h for h in hits)
@@ -63,6 +60,17 @@ def test_a_photo_under_two_keys_shows_once_unless_all_duplicates(env: Path, kagl
         assert len(collapsed) == 4 and len(every) == 5
     _, both = run(capsys, "similar", str(source[0]), "--top-k", "2", "--all-duplicates")
     assert {h["key"] for h in both} == {source[0].name, f"second-sku/{source[0].name}"}
+
+
+def test_search_shows_matched_words_unless_vector_only(env: Path, kagl_dir: Path, capsys) -> None:
+    ingest_twelve(kagl_dir, capsys)
+    _, hybrid = run(capsys, "search", "men", "--top-k", "12")
+    _, vector = run(capsys, "search", "men", "--top-k", "12", "--vector-only")
+    men = {h["key"] for h in hybrid if h["tags"]["gender"] == "Men"}
+    assert men and {h["key"] for h in hybrid if h.get("matched_terms") == ["men"]} == men
+    assert {h["key"] for h in hybrid[: len(men)]} == men  # the men's products first
+    assert all("matched_terms" not in h for h in vector)
+    assert [h["score"] for h in vector] == sorted((h["score"] for h in vector), reverse=True)
 
 
 def test_bad_input_exits_2_with_a_json_error(env: Path, capsys) -> None:

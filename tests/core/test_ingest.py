@@ -149,7 +149,7 @@ def test_self_retrieval(services: Services, kagl_dir: Path, kagl_styles, kagl_sa
 
 def test_search_hits_carry_key_url_and_tags(services: Services, items: list[IngestItem]) -> None:
     services.ingestor.ingest_batch(items)
-    hits = services.searcher.by_text("red shirt for men", top_k=5)
+    hits = services.searcher.by_text("red shirt for men", top_k=5, hybrid=False)
     assert len(hits) == 5
     assert hits == sorted(hits, key=lambda h: -h.score)
     for hit in hits:

@@ -76,7 +76,15 @@ async def get_facet_cache(request: Request) -> FacetCache:
 def search_response(hits: list[SearchHit], started: float) -> SearchResponse:
     return SearchResponse(
         results=[
-            SearchResult(image_id=h.image_id, key=h.key, score=h.score, url=h.url, tags=h.tags) for h in hits
+            SearchResult(
+                image_id=h.image_id,
+                key=h.key,
+                score=h.score,
+                url=h.url,
+                tags=h.tags,
+                matched_terms=list(h.matched_terms),
+            )
+            for h in hits
         ],
         took_ms=round((time.perf_counter() - started) * 1000.0, 2),
     )
@@ -117,7 +125,7 @@ def similar_from_json(body: bytes, services: Services) -> list[SearchHit]:
     req: SimilarSearchRequest = validate(SimilarSearchRequest, payload)
     searcher, options = services.searcher, search_options(req)
     if req.image_id is not None:
-        return searcher.by_image_id(req.image_id, **options)
+        return searcher.by_image_id(req.image_id, **options, hybrid=req.hybrid)
     if req.url is not None:
         data = fetch_image_url(req.url, services.settings)
     else:
@@ -166,7 +174,12 @@ def get_image_by_text(req: TextSearchRequest, services: ServicesDep) -> SearchRe
     """The catalogue images that best match a text description."""
     started = time.perf_counter()
     hits = services.searcher.by_text(
-        req.text, req.top_k, req.filters, req.min_score, collapse_duplicates=req.collapse_duplicates
+        req.text,
+        req.top_k,
+        req.filters,
+        req.min_score,
+        collapse_duplicates=req.collapse_duplicates,
+        hybrid=req.hybrid,
     )
     return search_response(hits, started)
 

@@ -45,6 +45,23 @@ COLLAPSE_FIELD = Field(
     ),
 )
 
+HYBRID_TEXT_FIELD = Field(
+    True,
+    description=(
+        "Re-rank the best vector matches (`hybrid_candidates`, 100 by default) by the query's words"
+        " found in their tags (reciprocal rank fusion); `score` stays the cosine similarity."
+        " `false` ranks by the vector alone."
+    ),
+)
+HYBRID_SIMILAR_FIELD = Field(
+    True,
+    description=(
+        "For an `image_id` query: re-rank the best vector matches by the words they share with that"
+        " image's tags (type, colour, brand...), as for text. An uploaded photo or a URL carries no"
+        " words, so it ranks by the vector whatever this says. `false` ranks by the vector alone."
+    ),
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -56,6 +73,7 @@ class TextSearchRequest(_Strict):
     filters: Filters | None = FILTERS_FIELD
     min_score: StrictFloat | None = MIN_SCORE_FIELD
     collapse_duplicates: StrictBool = COLLAPSE_FIELD
+    hybrid: StrictBool = HYBRID_TEXT_FIELD
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -74,6 +92,7 @@ class SimilarOptions(_Strict):
     filters: Filters | None = FILTERS_FIELD
     min_score: StrictFloat | None = MIN_SCORE_FIELD
     collapse_duplicates: StrictBool = COLLAPSE_FIELD
+    hybrid: StrictBool = HYBRID_SIMILAR_FIELD
 
 
 class SimilarSearchRequest(SimilarOptions):
@@ -122,10 +141,17 @@ class SearchResult(BaseModel):
     tags: dict[str, str] = Field(
         examples=[{"gender": "Men", "articleType": "Shirts", "baseColour": "Navy Blue"}]
     )
+    matched_terms: list[str] = Field(
+        default_factory=list,
+        description="Words of a hybrid text query found in this image's tags (lower-cased, plurals folded).",
+        examples=[["navy", "shirt"]],
+    )
 
 
 class SearchResponse(BaseModel):
-    results: list[SearchResult] = Field(description="Best match first.")
+    results: list[SearchResult] = Field(
+        description="Best match first (by cosine score, or by the fused rank of a hybrid text search)."
+    )
     took_ms: float = Field(description="Server-side time for the whole request.", examples=[12.5])
 
 

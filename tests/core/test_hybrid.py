@@ -1,0 +1,99 @@
+"""The word side of hybrid text search (``hybrid.py``): how words meet tags, and how ranks fuse."""
+
+from __future__ import annotations
+
+from fashion_search.hybrid import RRF_K, fuse, query_terms, tag_text
+from fashion_search.stores.base import VectorMatch
+
+
+def match(i: int, **tags: str) -> VectorMatch:
+    return VectorMatch(id=f"m{i}", score=1.0 - i / 100, metadata=tags)
+
+
+def matched(query: str, **tags: str) -> tuple[str, ...]:
+    return fuse(query, [match(0, **tags)])[0][1]
+
+
+def test_plurals_possessives_case_and_hyphens_meet_the_catalogue_spelling() -> None:
+    assert matched("Women's WATCHES", gender="Women", articleType="Watches") == ("watch", "women")
+    assert matched("watch", articleType="Watches") == ("watch",)
+    assert matched("dress", articleType="Dresses") == matched("dresses", articleType="Dress") == ("dress",)
+    assert matched("shoe", articleType="Sports Shoes") == ("shoe",)
+    for query in ("t-shirt", "t shirt", "tshirts", "T Shirts"):
+        assert matched(query, articleType="Tshirts") == ("tshirt",), query
+    assert matched("men", gender="Women", productDisplayName="Women Red Top") == ()  # words, not substrings
+    assert matched("men's", productDisplayName="Roadster Men's Jeans") == ("men",)
+
+
+def test_reserved_fields_are_not_words_of_the_item() -> None:
+    assert matched("black", _key="black.jpg", _sha256="black") == ()
+    assert tag_text({"baseColour": "Black", "_key": "black.jpg", "gender": "Men"}) == "Black | Men"
+
+
+def test_a_query_is_its_folded_words_and_its_adjacent_pairs() -> None:
+    names = ("white", "t", "shirt", "men", "whitet", "tshirt", "shirtsmen")
+    assert query_terms("White T-Shirts, men's").names == names
+
+
+def test_a_pair_never_spans_two_tags() -> None:
+    """ "Navy Blue" in one tag matches the pair "navyblue" as well as both words; "Navy" and "Blue"
+    in two tags match only the words, so the former ranks above the latter."""
+    matches = [
+        match(0, baseColour="Red"),
+        match(1, baseColour="Navy", usage="Blue"),
+        match(2, baseColour="Navy Blue"),
+    ]
+    ranked = fuse("navy blue", matches)
+    assert [m.id for m, _ in ranked] == ["m2", "m1", "m0"]
+    assert ranked[0][1] == ranked[1][1] == ("blue", "navy")  # the pair shows as its words
+
+
+def test_a_query_whose_words_match_no_tag_keeps_the_vector_order() -> None:
+    matches = [match(i, baseColour="Red", articleType="Dresses") for i in range(5)]
+    assert [m.id for m, words in fuse("something else entirely", matches)] == ["m0", "m1", "m2", "m3", "m4"]
+    assert all(words == () for _, words in fuse("something else entirely", matches))
+
+
+def test_items_carrying_the_query_words_move_up_and_report_them() -> None:
+    matches = [match(i, baseColour="Red", articleType="Dresses") for i in range(10)]
+    matches[7] = match(7, baseColour="Black", articleType="Handbags", productDisplayName="Black Leather Bag")
+    ranked = fuse("black leather handbag", matches)
+    first, words = ranked[0]
+    assert first.id == "m7"
+    assert words == ("black", "handbag", "leather")
+    assert [m.id for m, _ in ranked[1:]] == [f"m{i}" for i in range(10) if i != 7]
+
+
+def test_a_word_every_candidate_shares_changes_nothing() -> None:
+    matches = [match(i, gender="Men", baseColour="Blue") for i in range(10)]
+    assert [m.id for m, _ in fuse("men", matches)] == [f"m{i}" for i in range(10)]
+
+
+def test_a_word_that_separates_candidates_moves_them_up_and_the_rest_fall_behind() -> None:
+    matches = [match(i, gender="Men", baseColour="Blue") for i in range(10)]
+    matches[5] = match(5, gender="Men", baseColour="Navy Blue")
+    matches[8] = match(8, gender="Women", baseColour="Blue")
+    ranked = [m.id for m, _ in fuse("men navy", matches)]
+    assert ranked.index("m5") < 5
+    assert ranked[-1] == "m8"  # the one item without either word
+
+
+def test_joined_pairs_match_but_show_only_where_their_words_did_not() -> None:
+    ranked = fuse("white t shirt", [match(0, articleType="Tshirts", baseColour="White")])
+    assert ranked[0][1] == ("tshirt", "white")
+    ranked = fuse("black leather", [match(0, productDisplayName="Black Leather Bag")])
+    assert ranked[0][1] == ("black", "leather")
+
+
+def test_fusion_is_reciprocal_rank_fusion_of_the_two_orders() -> None:
+    matches = [match(i, colour="Red") for i in range(8)]
+    matches[3] = match(3, colour="Green")
+    matches[6] = match(6, colour="Green")
+    word_rank = {3: 0, 6: 1}  # equal word scores: the vector order breaks the tie
+
+    def rrf(i: int) -> float:
+        return 1 / (RRF_K + i) + (1 / (RRF_K + word_rank[i]) if i in word_rank else 0.0)
+
+    expected = sorted(range(8), key=rrf, reverse=True)
+    assert [m.id for m, _ in fuse("green", matches)] == [f"m{i}" for i in expected]
+    assert expected[:3] == [3, 6, 0]
