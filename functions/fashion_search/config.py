@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # --- search ---------------------------------------------------------------------------------
     hybrid_candidates: int = Field(
-        100,
+        50,
         ge=1,
         le=1000,
         description="Hybrid text search: vector matches re-ranked by the query's words in their tags.",

@@ -68,10 +68,9 @@ class QueryTerms:
         """The terms that occur in ``text`` (casefolded ``tag_text``). Set operations
         and ``map`` keep the per-token work in C; a line break token never joins a pair."""
         tokens = _tokens(text)
-        joined = map(operator.add, tokens, tokens[1:])
-        present = self.forms.keys() & set(tokens)
-        present |= self.forms.keys() & set(joined)
-        return {self.forms[form] for form in present}
+        seen = set(tokens)
+        seen.update(map(operator.add, tokens, tokens[1:]))
+        return {self.forms[form] for form in self.forms.keys() & seen}
 
 
 def query_terms(text: str) -> QueryTerms:
@@ -96,12 +95,14 @@ def tag_text(tags: Mapping[str, str]) -> str:
     return f" {_SEPARATOR} ".join([v for k, v in tags.items() if k[:1] != "_" and isinstance(v, str)])
 
 
-def fuse(text: str, matches: Sequence[VectorMatch]) -> list[tuple[VectorMatch, tuple[str, ...]]]:
+def fuse(
+    text: str, matches: Sequence[VectorMatch], limit: int | None = None
+) -> list[tuple[VectorMatch, tuple[str, ...]]]:
     """``matches`` (best vector match first) re-ordered by RRF of the vector rank and the word rank,
-    each with the query terms found in its tags. Items that match no term keep only their vector
-    term, so a query whose words match no tag returns the vector order unchanged."""
+    the first ``limit`` of them, each with the query terms found in its tags. Items that match no
+    term keep only their vector term, so a query whose words match no tag keeps the vector order."""
     wanted = query_terms(text)
-    found = [frozenset(wanted.found_in(tag_text(m.metadata).casefold())) for m in matches]
+    found = [wanted.found_in(tag_text(m.metadata).casefold()) for m in matches]
     frequency = Counter(term for item in found for term in item)
     weight = {term: math.log((len(matches) + 1) / (n + 0.5)) for term, n in frequency.items()}
     word_score = [sum(weight[term] for term in item) for item in found]
@@ -112,11 +113,11 @@ def fuse(text: str, matches: Sequence[VectorMatch]) -> list[tuple[VectorMatch, t
         words = 1.0 / (RRF_K + word_rank[i]) if word_score[i] > 0 else 0.0
         return 1.0 / (RRF_K + i) + words
 
-    order = sorted(range(len(matches)), key=fused, reverse=True)
+    order = sorted(range(len(matches)), key=fused, reverse=True)[:limit]
     return [(matches[i], _shown(found[i], wanted.parts)) for i in order]
 
 
-def _shown(found: frozenset[str], parts: dict[str, frozenset[str]]) -> tuple[str, ...]:
+def _shown(found: set[str], parts: dict[str, frozenset[str]]) -> tuple[str, ...]:
     """The matched terms to show: a joined pair only where its words did not both match by
     themselves ("tshirt" for "t shirt", but not "blackleather" beside "black" and "leather")."""
     return tuple(sorted(t for t in found if parts[t] == {t} or not parts[t] <= found))

@@ -109,7 +109,7 @@ class Searcher:
             asked = min(asked * 2, MAX_CANDIDATES)
         if keywords is None:
             return [self._hit(m) for m in kept[:top_k]]
-        return [self._hit(m, words) for m, words in fuse(keywords, kept)[:top_k]]
+        return [self._hit(m, words) for m, words in fuse(keywords, kept, top_k)]
 
     @staticmethod
     def _keep(

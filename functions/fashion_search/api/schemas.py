@@ -48,7 +48,7 @@ COLLAPSE_FIELD = Field(
 HYBRID_TEXT_FIELD = Field(
     True,
     description=(
-        "Re-rank the best vector matches (`hybrid_candidates`, 100 by default) by the query's words"
+        "Re-rank the best vector matches (`hybrid_candidates`, 50 by default) by the query's words"
         " found in their tags (reciprocal rank fusion); `score` stays the cosine similarity."
         " `false` ranks by the vector alone."
     ),
