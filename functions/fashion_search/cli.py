@@ -79,6 +79,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _add_search_options(parser: argparse.ArgumentParser, top_k: int) -> None:
     parser.add_argument("--top-k", type=int, default=top_k)
+    parser.add_argument("--offset", type=int, default=0, help="skip this many results (the next page)")
     parser.add_argument("--filter", action="append", default=[], metavar="TAG=VALUE")
     parser.add_argument(
         "--all-duplicates",
@@ -90,6 +91,7 @@ def _add_search_options(parser: argparse.ArgumentParser, top_k: int) -> None:
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "top_k": args.top_k,
+        "offset": args.offset,
         "filters": _filters(args.filter),
         "collapse_duplicates": not args.all_duplicates,
     }

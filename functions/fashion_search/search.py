@@ -74,6 +74,19 @@ class Searcher:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= self.settings.max_top_k:
             raise InputError("invalid_top_k", f"top_k must be an integer from 1 to {self.settings.max_top_k}")
 
+    @staticmethod
+    def _check_offset(offset: int, top_k: int) -> None:
+        if (
+            not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or not 0 <= offset <= MAX_CANDIDATES - top_k
+        ):
+            raise InputError(
+                "invalid_offset",
+                f"offset must be an integer from 0 to {MAX_CANDIDATES - top_k} "
+                f"(offset + top_k at most {MAX_CANDIDATES})",
+            )
+
     def _query(
         self,
         vector: np.ndarray,
@@ -82,34 +95,40 @@ class Searcher:
         min_score: float | None,
         exclude_ids: Sequence[str] = (),
         *,
+        offset: int = 0,
         collapse: bool = True,
         exclude_sha256: str | None = None,
         keywords: str | None = None,
     ) -> list[SearchHit]:
-        """The ``top_k`` best matches. With ``collapse``, byte-identical copies of one photo under
-        several keys (catalogues have them: 1,433 of KAGL's 44k files) count once, as their
-        best-ranked key, and ``exclude_sha256`` (the query photo's own hash) leaves out copies of
-        the query. Copies are dropped after the index ranks them, so it is asked for more
-        candidates, doubling until ``top_k`` remain or the candidates run out. With ``keywords``
-        (hybrid ranking) the index is asked for ``hybrid_candidates`` at least, and those are
-        re-ranked by the words of ``keywords`` found in their tags (``hybrid.fuse``)."""
+        """Results ``offset`` to ``offset + top_k`` of one fixed ranking, so that pages join up.
+
+        With ``collapse``, byte-identical copies of one photo under several keys (catalogues have
+        them: 1,433 of KAGL's 44k files) count once, as their best-ranked key, and
+        ``exclude_sha256`` (the query photo's own hash) leaves out copies of the query. Copies are
+        dropped after the index ranks them, so it is asked for more candidates, doubling until
+        enough remain or the candidates run out. With ``keywords`` (hybrid ranking) the first
+        ``hybrid_candidates`` distinct matches are re-ranked by the words of ``keywords`` found in
+        their tags (``hybrid.fuse``) and the rest follow in vector order: the re-ranked head is the
+        same whatever page is asked for."""
         self._check_top_k(top_k)
+        self._check_offset(offset, top_k)
         wanted = normalize_filters(filters)
-        asked = top_k * 2 if collapse else top_k
-        if keywords is not None:
-            asked = max(asked, self.settings.hybrid_candidates)
-        asked = min(asked, MAX_CANDIDATES)
+        pool = self.settings.hybrid_candidates if keywords is not None else 0
+        needed = max(offset + top_k, pool)
+        asked = min(needed * 2 if collapse else needed, MAX_CANDIDATES)
         while True:
             matches = self.vectors.query(vector, asked, wanted, exclude_ids)
             kept = self._keep(matches, min_score, collapse, exclude_sha256)
             ran_out = len(matches) < asked or asked >= MAX_CANDIDATES
             below_min = min_score is not None and bool(matches) and matches[-1].score < min_score
-            if len(kept) >= top_k or ran_out or below_min:
+            if len(kept) >= needed or ran_out or below_min:
                 break
             asked = min(asked * 2, MAX_CANDIDATES)
+        page = slice(offset, offset + top_k)
         if keywords is None:
-            return [self._hit(m) for m in kept[:top_k]]
-        return [self._hit(m, words) for m, words in fuse(keywords, kept, top_k)]
+            return [self._hit(m) for m in kept[page]]
+        ranked = fuse(keywords, kept[:pool], offset + top_k) + [(m, ()) for m in kept[pool:]]
+        return [self._hit(m, words) for m, words in ranked[page]]
 
     @staticmethod
     def _keep(
@@ -140,6 +159,7 @@ class Searcher:
         filters: RawFilters | None = None,
         min_score: float | None = None,
         *,
+        offset: int = 0,
         collapse_duplicates: bool = True,
         hybrid: bool = True,
     ) -> list[SearchHit]:
@@ -154,6 +174,7 @@ class Searcher:
                 f"text is {len(text)} characters; the limit is {self.settings.max_text_chars}",
             )
         self._check_top_k(top_k)
+        self._check_offset(offset, top_k)
         text = text.strip()
         vector = self.encoder.embed_texts([text])[0]
         return self._query(
@@ -161,6 +182,7 @@ class Searcher:
             top_k,
             filters,
             min_score,
+            offset=offset,
             collapse=collapse_duplicates,
             keywords=text if hybrid else None,
         )
@@ -172,9 +194,11 @@ class Searcher:
         filters: RawFilters | None = None,
         min_score: float | None = None,
         *,
+        offset: int = 0,
         collapse_duplicates: bool = True,
     ) -> list[SearchHit]:
         self._check_top_k(top_k)
+        self._check_offset(offset, top_k)
         _, pixels = decode_and_prepare(
             data,
             self.encoder.manifest.image,
@@ -182,7 +206,7 @@ class Searcher:
             max_pixels=self.settings.max_image_pixels,
         )
         vector = self.encoder.embed_tower_pixels(pixels[None])[0]
-        return self._query(vector, top_k, filters, min_score, collapse=collapse_duplicates)
+        return self._query(vector, top_k, filters, min_score, offset=offset, collapse=collapse_duplicates)
 
     def by_image_id(
         self,
@@ -191,6 +215,7 @@ class Searcher:
         filters: RawFilters | None = None,
         min_score: float | None = None,
         *,
+        offset: int = 0,
         collapse_duplicates: bool = True,
         hybrid: bool = True,
     ) -> list[SearchHit]:
@@ -199,6 +224,7 @@ class Searcher:
         ``hybrid``, the item's own tag values are the words: candidates sharing its type, colour,
         brand... move up, as a shop's "similar products" would."""
         self._check_top_k(top_k)
+        self._check_offset(offset, top_k)
         item = self.vectors.fetch([image_id]).get(image_id)
         if item is None:
             raise NotFoundError(f"no indexed image with id {image_id!r}")
@@ -208,6 +234,7 @@ class Searcher:
             filters,
             min_score,
             exclude_ids=[image_id],
+            offset=offset,
             collapse=collapse_duplicates,
             exclude_sha256=item.metadata.get(SHA256_FIELD),
             keywords=tag_text(item.metadata) if hybrid else None,

@@ -104,6 +104,23 @@ def test_hybrid_text_search_reads_the_words_from_pinecone_metadata(
     assert of_type and of_type <= {r["key"] for r in results if r["matched_terms"]}
 
 
+def page_keys(handler: Mangum, path: str, body: dict[str, Any]) -> list[str]:
+    status, payload = invoke(handler, rest_api_event("POST", path, json.dumps(body), JSON))
+    assert status == 200, payload
+    return [r["key"] for r in payload["results"]]
+
+
+def test_pages_join_up_on_pinecone(catalogue: Catalogue, lambda_handler: Mangum) -> None:
+    image_id = image_id_for_key(next(iter(catalogue.keys.values())))
+    for path, query in (
+        ("/get_image_by_text", {"text": "blue shirt for men"}),
+        ("/get_similar_images", {"image_id": image_id}),
+    ):
+        whole = page_keys(lambda_handler, path, {**query, "top_k": 9})
+        pages = [page_keys(lambda_handler, path, {**query, "top_k": 3, "offset": o}) for o in (0, 3, 6)]
+        assert len(whole) == 9 and [k for p in pages for k in p] == whole
+
+
 def test_more_like_this_by_image_id_leaves_the_image_out(
     catalogue: Catalogue, lambda_handler: Mangum
 ) -> None:

@@ -62,7 +62,7 @@ def test_a_photo_under_two_keys_shows_once_unless_all_duplicates(env: Path, kagl
     assert {h["key"] for h in both} == {source[0].name, f"second-sku/{source[0].name}"}
 
 
-def test_search_shows_matched_words_unless_vector_only(env: Path, kagl_dir: Path, capsys) -> None:
+def test_search_shows_matched_words_unless_vector_only_and_pages(env: Path, kagl_dir: Path, capsys) -> None:
     ingest_twelve(kagl_dir, capsys)
     _, hybrid = run(capsys, "search", "men", "--top-k", "12")
     _, vector = run(capsys, "search", "men", "--top-k", "12", "--vector-only")
@@ -70,6 +70,8 @@ def test_search_shows_matched_words_unless_vector_only(env: Path, kagl_dir: Path
     assert men and {h["key"] for h in hybrid if h.get("matched_terms") == ["men"]} == men
     assert {h["key"] for h in hybrid[: len(men)]} == men  # the men's products first
     assert all("matched_terms" not in h for h in vector)
+    _, second_page = run(capsys, "search", "men", "--top-k", "4", "--offset", "4")
+    assert [h["key"] for h in second_page] == [h["key"] for h in hybrid][4:8]
     assert [h["score"] for h in vector] == sorted((h["score"] for h in vector), reverse=True)
 
 

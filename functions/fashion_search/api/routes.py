@@ -38,7 +38,7 @@ from fashion_search.api.schemas import (
     TextSearchRequest,
 )
 from fashion_search.errors import InputError, NotFoundError
-from fashion_search.search import SearchHit
+from fashion_search.search import MAX_CANDIDATES, SearchHit
 from fashion_search.services import Services
 from fashion_search.url_fetch import fetch_image_url
 
@@ -73,7 +73,9 @@ async def get_facet_cache(request: Request) -> FacetCache:
     return cache
 
 
-def search_response(hits: list[SearchHit], started: float) -> SearchResponse:
+def search_response(hits: list[SearchHit], started: float, offset: int, top_k: int) -> SearchResponse:
+    """``next_offset`` only where a full page came back and one more page of this size is allowed."""
+    full = len(hits) == top_k and offset + 2 * top_k <= MAX_CANDIDATES
     return SearchResponse(
         results=[
             SearchResult(
@@ -86,6 +88,7 @@ def search_response(hits: list[SearchHit], started: float) -> SearchResponse:
             )
             for h in hits
         ],
+        next_offset=offset + top_k if full else None,
         took_ms=round((time.perf_counter() - started) * 1000.0, 2),
     )
 
@@ -110,13 +113,14 @@ def search_options(options: SimilarOptions) -> dict[str, Any]:
     """The options of an image query as the ``Searcher`` takes them."""
     return {
         "top_k": options.top_k,
+        "offset": options.offset,
         "filters": options.filters,
         "min_score": options.min_score,
         "collapse_duplicates": options.collapse_duplicates,
     }
 
 
-def similar_from_json(body: bytes, services: Services) -> list[SearchHit]:
+def similar_from_json(body: bytes, services: Services) -> tuple[list[SearchHit], SimilarOptions]:
     """Parse, validate and search, all in the threadpool: a 20 MB base64 body takes a while to parse."""
     try:
         payload = json.loads(body)
@@ -125,12 +129,12 @@ def similar_from_json(body: bytes, services: Services) -> list[SearchHit]:
     req: SimilarSearchRequest = validate(SimilarSearchRequest, payload)
     searcher, options = services.searcher, search_options(req)
     if req.image_id is not None:
-        return searcher.by_image_id(req.image_id, **options, hybrid=req.hybrid)
+        return searcher.by_image_id(req.image_id, **options, hybrid=req.hybrid), req
     if req.url is not None:
         data = fetch_image_url(req.url, services.settings)
     else:
         data = decode_base64_image(req.image_base64 or "")
-    return searcher.by_image_bytes(data, **options)
+    return searcher.by_image_bytes(data, **options), req
 
 
 def form_value(value: str) -> Any:
@@ -178,10 +182,11 @@ def get_image_by_text(req: TextSearchRequest, services: ServicesDep) -> SearchRe
         req.top_k,
         req.filters,
         req.min_score,
+        offset=req.offset,
         collapse_duplicates=req.collapse_duplicates,
         hybrid=req.hybrid,
     )
-    return search_response(hits, started)
+    return search_response(hits, started, req.offset, req.top_k)
 
 
 SIMILAR_REQUEST_BODY = {
@@ -196,6 +201,7 @@ SIMILAR_REQUEST_BODY = {
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "The image file."},
                         "top_k": {"type": "integer", "default": 3, "minimum": 1},
+                        "offset": {"type": "integer", "default": 0, "minimum": 0},
                         "filters": {
                             "type": "string",
                             "description": 'JSON object, e.g. {"gender": "Women"}',
@@ -222,14 +228,14 @@ async def get_similar_images(request: Request, services: ServicesDep) -> SearchR
         options, data = await read_multipart(request)
         hits = await run_in_threadpool(services.searcher.by_image_bytes, data, **search_options(options))
     elif content_type == "application/json" or content_type.endswith("+json"):
-        hits = await run_in_threadpool(similar_from_json, await request.body(), services)
+        hits, options = await run_in_threadpool(similar_from_json, await request.body(), services)
     else:
         raise InputError(
             "unsupported_media_type",
             "send application/json or multipart/form-data",
             status_code=415,
         )
-    return search_response(hits, started)
+    return search_response(hits, started, options.offset, options.top_k)
 
 
 @protected.get("/images/{image_id}", response_model=ImageInfo, tags=["images"])

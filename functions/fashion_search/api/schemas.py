@@ -37,6 +37,14 @@ MIN_SCORE_FIELD = Field(
     examples=[0.2],
 )
 TOP_K_DESCRIPTION = "How many results, from 1 to the deployment's `max_top_k` (100 by default)."
+OFFSET_FIELD = Field(
+    0,
+    description=(
+        "Skip this many results: the next page starts at the previous response's `next_offset`."
+        " Pages come from one fixed ranking, so they join up; `offset + top_k` is at most 1000."
+    ),
+    json_schema_extra={"minimum": 0},
+)
 COLLAPSE_FIELD = Field(
     True,
     description=(
@@ -70,6 +78,7 @@ class _Strict(BaseModel):
 class TextSearchRequest(_Strict):
     text: StrictStr = Field(description="What to look for, in words.", examples=["red summer dress"])
     top_k: StrictInt = Field(1, description=TOP_K_DESCRIPTION, json_schema_extra={"minimum": 1})
+    offset: StrictInt = OFFSET_FIELD
     filters: Filters | None = FILTERS_FIELD
     min_score: StrictFloat | None = MIN_SCORE_FIELD
     collapse_duplicates: StrictBool = COLLAPSE_FIELD
@@ -89,6 +98,7 @@ class SimilarOptions(_Strict):
     """The search options of an image query; in multipart uploads they come as form fields."""
 
     top_k: StrictInt = Field(3, description=TOP_K_DESCRIPTION, json_schema_extra={"minimum": 1})
+    offset: StrictInt = OFFSET_FIELD
     filters: Filters | None = FILTERS_FIELD
     min_score: StrictFloat | None = MIN_SCORE_FIELD
     collapse_duplicates: StrictBool = COLLAPSE_FIELD
@@ -151,6 +161,10 @@ class SearchResult(BaseModel):
 class SearchResponse(BaseModel):
     results: list[SearchResult] = Field(
         description="Best match first (by cosine score, or by the fused rank of a hybrid text search)."
+    )
+    next_offset: int | None = Field(
+        description="The `offset` of the next page, or null when this page was not full (no more results).",
+        examples=[10],
     )
     took_ms: float = Field(description="Server-side time for the whole request.", examples=[12.5])
 
