@@ -72,6 +72,7 @@ class Hit:
     score: float
     url: str
     tags: dict[str, str] = field(default_factory=dict)
+    matched_terms: tuple[str, ...] = ()  # the query's words found in its tags (hybrid ranking)
 
     @property
     def name(self) -> str:
@@ -153,6 +154,7 @@ def _search(cfg: ApiConfig, path: str, query: dict[str, Any], top_k: int, filter
                 score=float(r["score"]),
                 url=cfg.absolute_url(str(r["url"])),
                 tags={str(k): str(v) for k, v in (r.get("tags") or {}).items()},
+                matched_terms=tuple(str(t) for t in (r.get("matched_terms") or ())),
             )
             for r in body["results"]
         ]

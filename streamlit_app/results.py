@@ -39,6 +39,19 @@ def image_source(cfg: ApiConfig, url: str) -> str | bytes | None:
         return None
 
 
+def _score_line(hit: Hit) -> str:
+    """The similarity, and the query's words found in the product's tags: why it ranks where it
+    does (hybrid ranking can put it above closer-looking photos). One line, cut with an ellipsis,
+    so that every card keeps the same height."""
+    if not hit.matched_terms:
+        return f'<div class="fs-score">match {hit.score:.2f}</div>'
+    words = html.escape(", ".join(hit.matched_terms))
+    return (
+        f'<div class="fs-score" title="Words found in its tags: {words}">'
+        f"match {hit.score:.2f} · {words}</div>"
+    )
+
+
 def render_grid(cfg: ApiConfig, hits: list[Hit], on_more_like: Callable[[Hit], None]) -> None:
     with st.container(key="results_grid"):
         for hit in hits:
@@ -58,7 +71,7 @@ def _render_card(source: str | bytes | None, hit: Hit, on_more_like: Callable[[H
         st.markdown(
             f'<div class="fs-card-body"><div class="fs-name" title="{html.escape(hit.name)}">'
             f'{html.escape(hit.name)}</div><div class="fs-chips">{chips}</div>'
-            f'<div class="fs-score">match {hit.score:.2f}</div></div>',
+            f"{_score_line(hit)}</div>",
             unsafe_allow_html=True,
         )
         st.button(

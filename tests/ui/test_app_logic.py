@@ -45,7 +45,8 @@ TEXT_RESULTS = {
             gender="Men",
             articleType="Jeans",
             baseColour="Blue",
-        ),
+        )
+        | {"matched_terms": ["blue", "jean"]},
         _hit("b2", "https://bucket.s3.amazonaws.com/b2.jpg?X-Amz-Signature=abc", gender="Women"),
     ],
     "took_ms": 12.5,
@@ -109,7 +110,12 @@ def test_text_search_renders_cards_with_names_tags_and_browser_loadable_urls(moc
     assert "b2.jpg" in page
     for tag in ("Men", "Jeans", "Blue"):
         assert f'<span class="fs-chip" title="{tag}">{tag}</span>' in page
-    assert "match 0.87" in page
+    # Why a result ranks: the query's words found in its tags, when the API reports them.
+    assert (
+        '<div class="fs-score" title="Words found in its tags: blue, jean">match 0.87 · blue, jean</div>'
+        in page
+    )
+    assert '<div class="fs-score">match 0.87</div>' in page
 
 
 def test_more_like_this_sends_the_image_id_and_shows_the_similars(mocked_api_http) -> None:
