@@ -17,6 +17,7 @@ from fashion_search.backfill import run_backfill
 from fashion_search.config import Settings
 from fashion_search.errors import FashionSearchError, InputError
 from fashion_search.logs import configure_logging
+from fashion_search.search import QueryOptions
 from fashion_search.services import Services, build_services
 
 
@@ -88,13 +89,13 @@ def _add_search_options(parser: argparse.ArgumentParser, top_k: int) -> None:
     )
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "top_k": args.top_k,
-        "offset": args.offset,
-        "filters": _filters(args.filter),
-        "collapse_duplicates": not args.all_duplicates,
-    }
+def _options(args: argparse.Namespace) -> QueryOptions:
+    return QueryOptions(
+        top_k=args.top_k,
+        offset=args.offset,
+        filters=_filters(args.filter),
+        collapse_duplicates=not args.all_duplicates,
+    )
 
 
 def cmd_search(services: Services, args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -55,6 +56,31 @@ def normalize_filters(filters: RawFilters | None) -> Filters | None:
     return out
 
 
+class QueryOptions(TypedDict, total=False):
+    """How results are ranked and paged, the same for every kind of query (the API's request
+    fields of the same names); ``hybrid`` changes only a query that has words: a text, or an
+    indexed image's tags."""
+
+    top_k: int
+    offset: int
+    filters: RawFilters | None
+    min_score: float | None
+    collapse_duplicates: bool
+    hybrid: bool
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """``QueryOptions`` checked, with the defaults filled in."""
+
+    top_k: int
+    offset: int
+    filters: Filters | None
+    min_score: float | None
+    collapse: bool
+    hybrid: bool
+
+
 class Searcher:
     def __init__(
         self,
@@ -70,12 +96,12 @@ class Searcher:
         self.objects = objects
         self.settings = settings
 
-    def _check_top_k(self, top_k: int) -> None:
+    def _ranking(self, options: QueryOptions, default_top_k: int) -> _Ranking:
+        """Checked before any embedding or download, so a bad option costs nothing."""
+        top_k = options.get("top_k", default_top_k)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= self.settings.max_top_k:
             raise InputError("invalid_top_k", f"top_k must be an integer from 1 to {self.settings.max_top_k}")
-
-    @staticmethod
-    def _check_offset(offset: int, top_k: int) -> None:
+        offset = options.get("offset", 0)
         if (
             not isinstance(offset, int)
             or isinstance(offset, bool)
@@ -86,17 +112,21 @@ class Searcher:
                 f"offset must be an integer from 0 to {MAX_CANDIDATES - top_k} "
                 f"(offset + top_k at most {MAX_CANDIDATES})",
             )
+        return _Ranking(
+            top_k=top_k,
+            offset=offset,
+            filters=normalize_filters(options.get("filters")),
+            min_score=options.get("min_score"),
+            collapse=options.get("collapse_duplicates", True),
+            hybrid=options.get("hybrid", True),
+        )
 
     def _query(
         self,
         vector: np.ndarray,
-        top_k: int,
-        filters: RawFilters | None,
-        min_score: float | None,
+        ranking: _Ranking,
         exclude_ids: Sequence[str] = (),
         *,
-        offset: int = 0,
-        collapse: bool = True,
         exclude_sha256: str | None = None,
         keywords: str | None = None,
     ) -> list[SearchHit]:
@@ -110,24 +140,22 @@ class Searcher:
         ``hybrid_candidates`` distinct matches are re-ranked by the words of ``keywords`` found in
         their tags (``hybrid.fuse``) and the rest follow in vector order: the re-ranked head is the
         same whatever page is asked for."""
-        self._check_top_k(top_k)
-        self._check_offset(offset, top_k)
-        wanted = normalize_filters(filters)
+        r = ranking
         pool = self.settings.hybrid_candidates if keywords is not None else 0
-        needed = max(offset + top_k, pool)
-        asked = min(needed * 2 if collapse else needed, MAX_CANDIDATES)
+        needed = max(r.offset + r.top_k, pool)
+        asked = min(needed * 2 if r.collapse else needed, MAX_CANDIDATES)
         while True:
-            matches = self.vectors.query(vector, asked, wanted, exclude_ids)
-            kept = self._keep(matches, min_score, collapse, exclude_sha256)
+            matches = self.vectors.query(vector, asked, r.filters, exclude_ids)
+            kept = self._keep(matches, r.min_score, r.collapse, exclude_sha256)
             ran_out = len(matches) < asked or asked >= MAX_CANDIDATES
-            below_min = min_score is not None and bool(matches) and matches[-1].score < min_score
+            below_min = r.min_score is not None and bool(matches) and matches[-1].score < r.min_score
             if len(kept) >= needed or ran_out or below_min:
                 break
             asked = min(asked * 2, MAX_CANDIDATES)
-        page = slice(offset, offset + top_k)
+        page = slice(r.offset, r.offset + r.top_k)
         if keywords is None:
             return [self._hit(m) for m in kept[page]]
-        ranked = fuse(keywords, kept[:pool], offset + top_k) + [(m, ()) for m in kept[pool:]]
+        ranked = fuse(keywords, kept[:pool], r.offset + r.top_k) + [(m, ()) for m in kept[pool:]]
         return [self._hit(m, words) for m, words in ranked[page]]
 
     @staticmethod
@@ -152,20 +180,10 @@ class Searcher:
         key = m.metadata.get(KEY_FIELD, "")
         return SearchHit(m.id, key, float(m.score), self.objects.url(key), tags, matched_terms)
 
-    def by_text(
-        self,
-        text: str,
-        top_k: int = 1,
-        filters: RawFilters | None = None,
-        min_score: float | None = None,
-        *,
-        offset: int = 0,
-        collapse_duplicates: bool = True,
-        hybrid: bool = True,
-    ) -> list[SearchHit]:
-        """With ``hybrid``, the words of ``text`` found in the candidates' tags re-rank them
-        (``hybrid.py``); ``score`` stays the cosine similarity, so results may then be out of score
-        order, and ``min_score`` still drops results by that cosine."""
+    def by_text(self, text: str, **options: Unpack[QueryOptions]) -> list[SearchHit]:
+        """One result by default. With ``hybrid``, the words of ``text`` found in the candidates'
+        tags re-rank them (``hybrid.py``); ``score`` stays the cosine similarity, so results may
+        then be out of score order, and ``min_score`` still drops results by that cosine."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("empty_text", "text must be a non-empty string")
         if len(text) > self.settings.max_text_chars:
@@ -173,32 +191,14 @@ class Searcher:
                 "text_too_long",
                 f"text is {len(text)} characters; the limit is {self.settings.max_text_chars}",
             )
-        self._check_top_k(top_k)
-        self._check_offset(offset, top_k)
+        ranking = self._ranking(options, default_top_k=1)
         text = text.strip()
         vector = self.encoder.embed_texts([text])[0]
-        return self._query(
-            vector,
-            top_k,
-            filters,
-            min_score,
-            offset=offset,
-            collapse=collapse_duplicates,
-            keywords=text if hybrid else None,
-        )
+        return self._query(vector, ranking, keywords=text if ranking.hybrid else None)
 
-    def by_image_bytes(
-        self,
-        data: bytes,
-        top_k: int = 3,
-        filters: RawFilters | None = None,
-        min_score: float | None = None,
-        *,
-        offset: int = 0,
-        collapse_duplicates: bool = True,
-    ) -> list[SearchHit]:
-        self._check_top_k(top_k)
-        self._check_offset(offset, top_k)
+    def by_image_bytes(self, data: bytes, **options: Unpack[QueryOptions]) -> list[SearchHit]:
+        """Three results by default. A photo carries no words: ``hybrid`` changes nothing."""
+        ranking = self._ranking(options, default_top_k=3)
         _, pixels = decode_and_prepare(
             data,
             self.encoder.manifest.image,
@@ -206,38 +206,23 @@ class Searcher:
             max_pixels=self.settings.max_image_pixels,
         )
         vector = self.encoder.embed_tower_pixels(pixels[None])[0]
-        return self._query(vector, top_k, filters, min_score, offset=offset, collapse=collapse_duplicates)
+        return self._query(vector, ranking)
 
-    def by_image_id(
-        self,
-        image_id: str,
-        top_k: int = 3,
-        filters: RawFilters | None = None,
-        min_score: float | None = None,
-        *,
-        offset: int = 0,
-        collapse_duplicates: bool = True,
-        hybrid: bool = True,
-    ) -> list[SearchHit]:
-        """'More like this': reuse the stored vector (no re-embedding) and leave the item itself out,
-        and (when collapsing) its byte-identical copies, which would otherwise come first. With
-        ``hybrid``, the item's own tag values are the words: candidates sharing its type, colour,
-        brand... move up, as a shop's "similar products" would."""
-        self._check_top_k(top_k)
-        self._check_offset(offset, top_k)
+    def by_image_id(self, image_id: str, **options: Unpack[QueryOptions]) -> list[SearchHit]:
+        """'More like this', three results by default: reuse the stored vector (no re-embedding) and
+        leave the item itself out, and (when collapsing) its byte-identical copies, which would
+        otherwise come first. With ``hybrid``, the item's own tag values are the words: candidates
+        sharing its type, colour, brand... move up, as a shop's "similar products" would."""
+        ranking = self._ranking(options, default_top_k=3)
         item = self.vectors.fetch([image_id]).get(image_id)
         if item is None:
             raise NotFoundError(f"no indexed image with id {image_id!r}")
         return self._query(
             item.vector,
-            top_k,
-            filters,
-            min_score,
+            ranking,
             exclude_ids=[image_id],
-            offset=offset,
-            collapse=collapse_duplicates,
             exclude_sha256=item.metadata.get(SHA256_FIELD),
-            keywords=tag_text(item.metadata) if hybrid else None,
+            keywords=tag_text(item.metadata) if ranking.hybrid else None,
         )
 
     def get(self, image_id: str) -> tuple[ImageRecord, str]:

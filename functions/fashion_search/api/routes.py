@@ -14,7 +14,7 @@ import binascii
 import json
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -38,7 +38,7 @@ from fashion_search.api.schemas import (
     TextSearchRequest,
 )
 from fashion_search.errors import InputError, NotFoundError
-from fashion_search.search import MAX_CANDIDATES, SearchHit
+from fashion_search.search import MAX_CANDIDATES, QueryOptions, SearchHit
 from fashion_search.services import Services
 from fashion_search.url_fetch import fetch_image_url
 
@@ -109,15 +109,9 @@ def decode_base64_image(text: str) -> bytes:
         raise InputError("invalid_base64", "image_base64 is not valid base64") from None
 
 
-def search_options(options: SimilarOptions) -> dict[str, Any]:
-    """The options of an image query as the ``Searcher`` takes them."""
-    return {
-        "top_k": options.top_k,
-        "offset": options.offset,
-        "filters": options.filters,
-        "min_score": options.min_score,
-        "collapse_duplicates": options.collapse_duplicates,
-    }
+def query_options(request: TextSearchRequest | SimilarOptions) -> QueryOptions:
+    """A request's ranking and paging fields, as every ``Searcher.by_*`` takes them."""
+    return cast(QueryOptions, {name: getattr(request, name) for name in QueryOptions.__optional_keys__})
 
 
 def similar_from_json(body: bytes, services: Services) -> tuple[list[SearchHit], SimilarOptions]:
@@ -127,9 +121,9 @@ def similar_from_json(body: bytes, services: Services) -> tuple[list[SearchHit],
     except ValueError:
         raise InputError("malformed_json", "the request body is not valid JSON") from None
     req: SimilarSearchRequest = validate(SimilarSearchRequest, payload)
-    searcher, options = services.searcher, search_options(req)
+    searcher, options = services.searcher, query_options(req)
     if req.image_id is not None:
-        return searcher.by_image_id(req.image_id, **options, hybrid=req.hybrid), req
+        return searcher.by_image_id(req.image_id, **options), req
     if req.url is not None:
         data = fetch_image_url(req.url, services.settings)
     else:
@@ -177,15 +171,7 @@ def health(services: ServicesDep) -> HealthResponse:
 def get_image_by_text(req: TextSearchRequest, services: ServicesDep) -> SearchResponse:
     """The catalogue images that best match a text description."""
     started = time.perf_counter()
-    hits = services.searcher.by_text(
-        req.text,
-        req.top_k,
-        req.filters,
-        req.min_score,
-        offset=req.offset,
-        collapse_duplicates=req.collapse_duplicates,
-        hybrid=req.hybrid,
-    )
+    hits = services.searcher.by_text(req.text, **query_options(req))
     return search_response(hits, started, req.offset, req.top_k)
 
 
@@ -226,7 +212,7 @@ async def get_similar_images(request: Request, services: ServicesDep) -> SearchR
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "multipart/form-data":
         options, data = await read_multipart(request)
-        hits = await run_in_threadpool(services.searcher.by_image_bytes, data, **search_options(options))
+        hits = await run_in_threadpool(services.searcher.by_image_bytes, data, **query_options(options))
     elif content_type == "application/json" or content_type.endswith("+json"):
         hits, options = await run_in_threadpool(similar_from_json, await request.body(), services)
     else:
