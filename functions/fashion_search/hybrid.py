@@ -34,6 +34,45 @@ _POSSESSIVE = re.compile(r"['’]s\b")
 _PUNCTUATION = "-'’‘,./&()+:;!?\"“”"
 _SEPARATOR = "|"
 _ES_ENDINGS = ("sses", "xes", "zes", "ches", "shes")
+# Function words are not terms: weighted by how rare they are among the candidates, a "for" or an
+# "of" that happens to stand in a few product names ("United Colors of Benetton") would count as
+# much as a colour. They are dropped before pairs are formed. (On training products, id % 10 == 1:
+# paraphrased P@10 0.842 -> 0.846, every other figure within 0.001.)
+_STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "any",
+        "are",
+        "at",
+        "by",
+        "for",
+        "from",
+        "her",
+        "hers",
+        "him",
+        "his",
+        "i",
+        "in",
+        "is",
+        "it",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "some",
+        "that",
+        "the",
+        "their",
+        "them",
+        "to",
+        "with",
+        "your",
+    }
+)
 
 
 def _tokens(text: str) -> list[str]:
@@ -78,6 +117,7 @@ def query_terms(text: str) -> QueryTerms:
     if "'" in text or "’" in text:
         text = _POSSESSIVE.sub("", text)
     tokens = _tokens(text)
+    tokens = [t for t in tokens if t not in _STOPWORDS]
     words = {_fold(t): frozenset([_fold(t)]) for t in tokens if t != _SEPARATOR}
     pairs = {
         a + _fold(b): frozenset([_fold(a), _fold(b)])

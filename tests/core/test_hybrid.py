@@ -97,3 +97,8 @@ def test_fusion_is_reciprocal_rank_fusion_of_the_two_orders() -> None:
     expected = sorted(range(8), key=rrf, reverse=True)
     assert [m.id for m, _ in fuse("green", matches)] == [f"m{i}" for i in expected]
     assert expected[:3] == [3, 6, 0]
+
+
+def test_function_words_are_not_terms() -> None:
+    assert query_terms("a bag for her, with the straps").names == ("bag", "strap", "bagstrap")
+    assert matched("bag for women", productDisplayName="Tote Bag for Women") == ("bag", "women")
