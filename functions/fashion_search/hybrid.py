@@ -99,13 +99,13 @@ class QueryTerms:
     "tshirt"). Tags are only split into tokens, never folded: product names are mostly unique, and
     folding each of their words in Python was most of the cost of a hybrid search."""
 
-    names: tuple[str, ...]
-    parts: dict[str, frozenset[str]]  # a pair's two words; a word's own name
+    parts: dict[str, frozenset[str]]  # every term: a pair's two words; a word's own name
     forms: dict[str, str]  # surface form -> term
 
     def found_in(self, text: str) -> set[str]:
-        """The terms that occur in ``text`` (casefolded ``tag_text``). Set operations
-        and ``map`` keep the per-token work in C; a line break token never joins a pair."""
+        """The terms that occur in ``text`` (casefolded ``tag_text``). Set operations and ``map``
+        keep the per-token work in C; no term's form contains the "|" between two tag values, so
+        no pair spans two of them."""
         tokens = _tokens(text)
         seen = set(tokens)
         seen.update(map(operator.add, tokens, tokens[1:]))
@@ -126,11 +126,11 @@ def query_terms(text: str) -> QueryTerms:
     }
     parts = words | pairs
     forms = {form: name for name in parts for form in (name, name + "s", name + "es")}
-    return QueryTerms(tuple(parts), parts, forms)
+    return QueryTerms(parts, forms)
 
 
 def tag_text(tags: Mapping[str, str]) -> str:
-    """An item's tag values as one text, one value per line ("more like this" ranks by the words it
+    """An item's tag values as one text, " | " between two ("more like this" ranks by the words it
     shares; candidates are searched in it). Reserved fields (``_key``, ``_sha256``) are not words."""
     return f" {_SEPARATOR} ".join([v for k, v in tags.items() if k[:1] != "_" and isinstance(v, str)])
 
