@@ -145,7 +145,9 @@ def fuse(
     found = [wanted.found_in(tag_text(m.metadata).casefold()) for m in matches]
     frequency = Counter(term for item in found for term in item)
     weight = {term: math.log((len(matches) + 1) / (n + 0.5)) for term, n in frequency.items()}
-    word_score = [sum(weight[term] for term in item) for item in found]
+    # fsum: exactly rounded whatever the order, and a set's order changes with the hash seed, so
+    # equal word scores stay equal and ties go to the vector order in every process.
+    word_score = [math.fsum(weight[term] for term in item) for item in found]
     by_words = sorted(range(len(matches)), key=lambda i: -word_score[i])  # stable: ties keep vector order
     word_rank = {i: rank for rank, i in enumerate(by_words)}
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from fashion_search.hybrid import RRF_K, fuse, query_terms, tag_text
 from fashion_search.stores.base import VectorMatch
 
@@ -102,3 +107,37 @@ def test_fusion_is_reciprocal_rank_fusion_of_the_two_orders() -> None:
 def test_function_words_are_not_terms() -> None:
     assert tuple(query_terms("a bag for her, with the straps").parts) == ("bag", "strap", "bagstrap")
     assert matched("bag for women", productDisplayName="Tote Bag for Women") == ("bag", "women")
+
+
+RANK_IN_A_FRESH_PROCESS = """
+import csv, json, sys
+from fashion_search.hybrid import fuse
+from fashion_search.stores.base import VectorMatch
+with open(sys.argv[1], newline="", encoding="utf-8") as fh:
+    rows = [r for r in csv.DictReader(fh) if r["articleType"] in ("Tshirts", "Shirts")][:300:6]
+matches = [VectorMatch(r["id"], 0.0, {k: v for k, v in r.items() if k != "id" and v}) for r in rows]
+queries = [
+    "Wrangler Men Famous Filafil Blue T-Shirts",
+    "men navy blue casual shirt for summer",
+    "Puma Men Grey Printed T-shirt",
+    "Locomotive Men Check Blue Shirt",
+]
+print(json.dumps([[m.id for m, _ in fuse(q, matches)] for q in queries]))
+"""
+
+
+def test_the_ranking_is_the_same_in_every_process(kagl_dir: Path) -> None:
+    """Word scores are sums over sets, whose order follows the per-process hash seed; a plain
+    float sum then rounds differently and ties break differently (3 orders in 8 seeds before
+    ``math.fsum``), which would make pages from two Lambda containers disagree."""
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", RANK_IN_A_FRESH_PROCESS, str(kagl_dir / "styles.csv")],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 9)
+    }
+    assert len(orders) == 1
