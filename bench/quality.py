@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_search.catalogue import read_tags_csv
 from fashion_search.config import Settings
 from fashion_search.encoder import Encoder
 from fashion_search.hybrid import fuse, tag_text
@@ -124,6 +125,7 @@ SECOND_PARAPHRASES: list[tuple[str, dict[str, str]]] = [
 class Catalogue:
     ids: np.ndarray
     rows: list[dict[str, str]]
+    tags: list[dict[str, str]]  # what the catalogue importer stores for each row
 
     def column(self, name: str) -> np.ndarray:
         return np.array([r.get(name, "").strip() for r in self.rows], dtype=object)
@@ -133,7 +135,8 @@ def load_catalogue(kagl: Path) -> Catalogue:
     with (kagl / "styles.csv").open(newline="", encoding="utf-8") as fh:
         by_id = {int(r["id"]): r for r in csv.DictReader(fh)}
     ids = sorted(int(p.stem) for p in (kagl / "images").glob("*.jpg") if int(p.stem) in by_id)
-    return Catalogue(np.array(ids), [by_id[i] for i in ids])
+    tags = read_tags_csv(kagl / "styles.csv")
+    return Catalogue(np.array(ids), [by_id[i] for i in ids], [tags[str(i)] for i in ids])
 
 
 def embed_catalogue(enc: Encoder, kagl: Path, ids: Sequence[int], batch: int = 256) -> np.ndarray:
@@ -172,16 +175,11 @@ def ranks(queries: np.ndarray, gallery: np.ndarray, relevant: Callable[[slice], 
 Rerank = Callable[[str, np.ndarray], np.ndarray]
 
 
-def stored_tags(cat: Catalogue, idx: np.ndarray) -> list[dict[str, str]]:
-    """The tags the catalogue importer stores for these rows: every styles.csv column but the id."""
-    return [{k: v.strip() for k, v in cat.rows[i].items() if k != "id" and v.strip()} for i in idx]
-
-
 def hybrid_rerank(cat: Catalogue, gallery_idx: np.ndarray, pool: int = HYBRID_CANDIDATES) -> Rerank:
     """The API's hybrid ranking over a gallery: ``order`` (gallery positions, best vector match
     first) with its first ``pool`` re-ranked by ``hybrid.fuse`` on the tags the importer stores
     (every styles.csv column but the id)."""
-    tags = stored_tags(cat, gallery_idx)
+    tags = [cat.tags[i] for i in gallery_idx]
 
     def rerank(text: str, order: np.ndarray) -> np.ndarray:
         fused = fuse(text, [VectorMatch(str(p), 0.0, tags[p]) for p in order[:pool]])
@@ -275,7 +273,7 @@ def image_to_image(cat: Catalogue, held: np.ndarray, img: np.ndarray, rerank: Re
     """Same-article-type P@10, query excluded; with ``rerank``, the query image's own tag values
     are the words (the API's "more like this" by ``image_id``)."""
     types = cat.column("articleType")[held]
-    texts = [tag_text(t) for t in stored_tags(cat, held)]
+    texts = [tag_text(cat.tags[i]) for i in held]
     g = img[held]
     hits = []
     for s in range(0, len(held), 512):
