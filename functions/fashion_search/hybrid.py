@@ -160,6 +160,7 @@ def fuse(
 
 
 def _shown(found: set[str], parts: dict[str, frozenset[str]]) -> tuple[str, ...]:
-    """The matched terms to show: a joined pair only where its words did not both match by
-    themselves ("tshirt" for "t shirt", but not "blackleather" beside "black" and "leather")."""
-    return tuple(sorted(t for t in found if parts[t] == {t} or not parts[t] <= found))
+    """The matched terms to show, in the query's order (its words, then its pairs): a joined pair
+    only where its words did not both match by themselves ("tshirt" for "t shirt", but not
+    "blackleather" beside "black" and "leather")."""
+    return tuple(t for t in parts if t in found and (parts[t] == {t} or not parts[t] <= found))

@@ -153,7 +153,10 @@ class SearchResult(BaseModel):
     )
     matched_terms: list[str] = Field(
         default_factory=list,
-        description="Words of a hybrid text query found in this image's tags (lower-cased, plurals folded).",
+        description=(
+            "Words of a hybrid query found in this image's tags, in the query's order"
+            " (lower-cased, plurals folded)."
+        ),
         examples=[["navy", "shirt"]],
     )
 
