@@ -22,8 +22,8 @@ from fashion_search.records import ImageRecord
 from fashion_search.stores.base import Filters, MetadataStore, ObjectStore, VectorIndex, VectorMatch
 
 RawFilters = Mapping[str, str | Sequence[str]]
-# Most candidates one query asks the vector index for while collapsing copies (Pinecone returns
-# metadata for at most 1,000 matches).
+# Most candidates one query asks the vector index for (Pinecone returns metadata for at most 1,000
+# matches), hence also the deepest a page may reach: offset + top_k.
 MAX_CANDIDATES = 1000
 
 
@@ -54,6 +54,13 @@ def normalize_filters(filters: RawFilters | None) -> Filters | None:
             )
         out[tag] = list(values)
     return out
+
+
+def next_offset(offset: int, top_k: int, returned: int) -> int | None:
+    """Where the next page starts: only after a full page, and only if a page of the same size
+    there would still pass the paging limit checked in ``Searcher._ranking``."""
+    following = offset + top_k
+    return following if returned == top_k and following + top_k <= MAX_CANDIDATES else None
 
 
 class QueryOptions(TypedDict, total=False):

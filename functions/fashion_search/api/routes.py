@@ -38,7 +38,7 @@ from fashion_search.api.schemas import (
     TextSearchRequest,
 )
 from fashion_search.errors import InputError, NotFoundError
-from fashion_search.search import MAX_CANDIDATES, QueryOptions, SearchHit
+from fashion_search.search import QueryOptions, SearchHit, next_offset
 from fashion_search.services import Services
 from fashion_search.url_fetch import fetch_image_url
 
@@ -74,8 +74,6 @@ async def get_facet_cache(request: Request) -> FacetCache:
 
 
 def search_response(hits: list[SearchHit], started: float, offset: int, top_k: int) -> SearchResponse:
-    """``next_offset`` only where a full page came back and one more page of this size is allowed."""
-    full = len(hits) == top_k and offset + 2 * top_k <= MAX_CANDIDATES
     return SearchResponse(
         results=[
             SearchResult(
@@ -88,7 +86,7 @@ def search_response(hits: list[SearchHit], started: float, offset: int, top_k: i
             )
             for h in hits
         ],
-        next_offset=offset + top_k if full else None,
+        next_offset=next_offset(offset, top_k, len(hits)),
         took_ms=round((time.perf_counter() - started) * 1000.0, 2),
     )
 
