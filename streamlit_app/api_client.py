@@ -84,6 +84,16 @@ class Hit:
 class SearchResult:
     hits: list[Hit]
     took_ms: float | None = None
+    next_offset: int | None = None  # where the next page starts; None after the last one
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which slice of a ranking to ask for: ``top_k`` results from ``offset``, within ``filters``."""
+
+    top_k: int
+    filters: Filters = field(default_factory=dict)
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,22 +113,22 @@ def env_config() -> ApiConfig:
     return ApiConfig.from_sources(os.environ, secrets)
 
 
-def search_by_text(cfg: ApiConfig, text: str, top_k: int, filters: Filters) -> SearchResult:
-    return _search(cfg, "/get_image_by_text", {"text": text}, top_k, filters)
+def search_by_text(cfg: ApiConfig, text: str, page: Page) -> SearchResult:
+    return _search(cfg, "/get_image_by_text", {"text": text}, page)
 
 
-def similar_to_image_id(cfg: ApiConfig, image_id: str, top_k: int, filters: Filters) -> SearchResult:
-    return _search(cfg, "/get_similar_images", {"image_id": image_id}, top_k, filters)
+def similar_to_image_id(cfg: ApiConfig, image_id: str, page: Page) -> SearchResult:
+    return _search(cfg, "/get_similar_images", {"image_id": image_id}, page)
 
 
-def similar_to_url(cfg: ApiConfig, url: str, top_k: int, filters: Filters) -> SearchResult:
-    return _search(cfg, "/get_similar_images", {"url": url}, top_k, filters)
+def similar_to_url(cfg: ApiConfig, url: str, page: Page) -> SearchResult:
+    return _search(cfg, "/get_similar_images", {"url": url}, page)
 
 
-def similar_to_photo(cfg: ApiConfig, data: bytes, top_k: int, filters: Filters) -> SearchResult:
+def similar_to_photo(cfg: ApiConfig, data: bytes, page: Page) -> SearchResult:
     """JSON with base64 rather than multipart, so filters travel exactly as they do for the other searches."""
     encoded = base64.b64encode(data).decode("ascii")
-    return _search(cfg, "/get_similar_images", {"image_base64": encoded}, top_k, filters)
+    return _search(cfg, "/get_similar_images", {"image_base64": encoded}, page)
 
 
 def facets(cfg: ApiConfig) -> dict[str, list[FacetValue]]:
@@ -140,9 +150,11 @@ def image_bytes(cfg: ApiConfig, url: str) -> bytes:
     return _send(cfg, "GET", url, None, IMAGE_TIMEOUT_S).content
 
 
-def _search(cfg: ApiConfig, path: str, query: dict[str, Any], top_k: int, filters: Filters) -> SearchResult:
-    payload = {**query, "top_k": top_k}
-    wanted = {tag: list(values) for tag, values in filters.items() if values}
+def _search(cfg: ApiConfig, path: str, query: dict[str, Any], page: Page) -> SearchResult:
+    payload = {**query, "top_k": page.top_k}
+    if page.offset:
+        payload["offset"] = page.offset
+    wanted = {tag: list(values) for tag, values in page.filters.items() if values}
     if wanted:
         payload["filters"] = wanted
     body = _call(cfg, "POST", path, payload, SEARCH_TIMEOUT_S)
@@ -160,8 +172,12 @@ def _search(cfg: ApiConfig, path: str, query: dict[str, Any], top_k: int, filter
         ]
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise ApiError("The search service sent results in a shape this page does not understand.") from exc
-    took = body.get("took_ms")
-    return SearchResult(hits=hits, took_ms=float(took) if isinstance(took, int | float) else None)
+    took, following = body.get("took_ms"), body.get("next_offset")
+    return SearchResult(
+        hits=hits,
+        took_ms=float(took) if isinstance(took, int | float) else None,
+        next_offset=following if isinstance(following, int) and following > page.offset else None,
+    )
 
 
 def _call(cfg: ApiConfig, method: str, path: str, payload: dict[str, Any] | None, read_s: float) -> Any:

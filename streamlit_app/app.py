@@ -13,7 +13,7 @@ from pathlib import Path
 
 import api_client as api
 import streamlit as st
-from api_client import ApiConfig, ApiError, FacetValue, Filters, Hit, SearchResult
+from api_client import ApiConfig, ApiError, FacetValue, Filters, Hit, Page
 from filters import clear_filters, render_filters
 from queries import Query, QueryKind, run_query, shrink_for_upload
 from results import image_source, render_grid
@@ -78,6 +78,10 @@ def _new_search() -> None:
     st.session_state.query = None
 
 
+def _show_more() -> None:
+    st.session_state.show_more = True
+
+
 # --- talking to the API ------------------------------------------------------------------------
 
 
@@ -91,18 +95,40 @@ def _facets(cfg: ApiConfig) -> dict[str, list[FacetValue]] | ApiError:
     return st.session_state.facets
 
 
-def _answer(cfg: ApiConfig, query: Query, top_k: int, filters: Filters) -> SearchResult | ApiError:
-    """Ask only when the question changed: clicking around the page must not re-run the search."""
+@dataclasses.dataclass
+class Answer:
+    """The pages of one question fetched so far, joined into one grid. "Show more" appends the
+    next page (the API's pages are slices of one fixed ranking, so they join up); a page that
+    fails leaves the products already shown in place."""
+
+    signature: tuple[object, ...]
+    hits: list[Hit] = dataclasses.field(default_factory=list)
+    pages: int = 0
+    took_ms: float | None = None
+    next_offset: int | None = 0  # where the next page starts; None after the last
+    error: ApiError | None = None  # the last fetch's failure
+
+
+def _answer(cfg: ApiConfig, query: Query, top_k: int, filters: Filters) -> Answer:
+    """Ask only when the question changed or the shopper wants more: clicking around the page
+    must not re-run the search. Changing the filters or the page size starts again at the top."""
     signature = (query.nonce, top_k, tuple(sorted((t, tuple(v)) for t, v in filters.items())))
-    cached = st.session_state.get("answer")
-    if cached is not None and cached[0] == signature:
-        return cached[1]
+    answer: Answer | None = st.session_state.get("answer")
+    if answer is None or answer.signature != signature:
+        answer = st.session_state.answer = Answer(signature)
+    wants_more = st.session_state.pop("show_more", False) and answer.pages > 0
+    if answer.next_offset is None or not (wants_more or (answer.pages == 0 and answer.error is None)):
+        return answer
     try:
         with st.spinner("Searching the catalogue…"):
-            answer: SearchResult | ApiError = run_query(cfg, query, top_k, filters)
+            result = run_query(cfg, query, Page(top_k, filters, answer.next_offset))
     except ApiError as exc:
-        answer = exc
-    st.session_state.answer = (signature, answer)
+        answer.error = exc
+        return answer
+    shown = {hit.image_id for hit in answer.hits}
+    answer.hits.extend(hit for hit in result.hits if hit.image_id not in shown)
+    answer.took_ms = result.took_ms if answer.pages == 0 else answer.took_ms
+    answer.pages, answer.next_offset, answer.error = answer.pages + 1, result.next_offset, None
     return answer
 
 
@@ -119,7 +145,7 @@ def _header() -> None:
 
 def _sidebar(cfg: ApiConfig) -> tuple[dict[str, list[str]], int]:
     st.markdown("### Refine")
-    top_k = st.slider("Results to show", 1, TOP_K_MAX, TOP_K_DEFAULT, key="top_k")
+    top_k = st.slider("Results per page", 1, TOP_K_MAX, TOP_K_DEFAULT, key="top_k")
     facets = _facets(cfg)
     chosen: dict[str, list[str]] = {}
     if isinstance(facets, ApiError):
@@ -174,16 +200,21 @@ def _results(cfg: ApiConfig, query: Query, top_k: int, filters: dict[str, list[s
         st.markdown(f"#### {query.title}")
         st.button("New search", on_click=_new_search, type="tertiary")
     answer = _answer(cfg, query, top_k, filters)
-    if isinstance(answer, ApiError):
-        st.error(answer.message)
-        st.button("Try again", on_click=_retry)
-    elif not answer.hits:
-        hint = "Try removing some filters." if filters else "Try other words or another photo."
-        st.info(f"No products match this search. {hint}")
-    else:
-        took = f" · {answer.took_ms:.0f} ms" if answer.took_ms is not None else ""
-        st.caption(f"{len(answer.hits)} products{took}")
-        render_grid(cfg, answer.hits, _more_like)
+    if not answer.hits:
+        if answer.error is not None:
+            st.error(answer.error.message)
+            st.button("Try again", on_click=_retry)
+        else:
+            hint = "Try removing some filters." if filters else "Try other words or another photo."
+            st.info(f"No products match this search. {hint}")
+        return
+    took = f" · {answer.took_ms:.0f} ms" if answer.took_ms is not None else ""
+    st.caption(f"{len(answer.hits)} products{took}")
+    render_grid(cfg, answer.hits, _more_like)
+    if answer.error is not None:  # a later page failed: say so below what is already shown
+        st.error(answer.error.message)
+    if answer.next_offset is not None:
+        st.button("Show more", key="next_page", on_click=_show_more, width="stretch")
 
 
 def main() -> None:

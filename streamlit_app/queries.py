@@ -1,7 +1,8 @@
 """What the shopper asked for, kept in session state so filters and top-k can re-run it.
 
 A query is remembered rather than fired once: changing a filter or the number of results asks the
-same question again, which is how a shop's search page behaves.
+same question again, which is how a shop's search page behaves, and "Show more" asks it for the
+next page.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import api_client as api
-from api_client import ApiConfig, Filters, SearchResult
+from api_client import ApiConfig, Page, SearchResult
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 QueryKind = Literal["text", "photo", "url", "similar"]
@@ -33,17 +34,17 @@ class Query:
     preview: str | bytes | None = None
 
 
-def run_query(cfg: ApiConfig, query: Query, top_k: int, filters: Filters) -> SearchResult:
+def run_query(cfg: ApiConfig, query: Query, page: Page) -> SearchResult:
     """Raises ``api_client.ApiError`` with a readable message on any failure."""
     if query.kind == "photo":
         assert isinstance(query.value, bytes)
-        return api.similar_to_photo(cfg, query.value, top_k, filters)
+        return api.similar_to_photo(cfg, query.value, page)
     assert isinstance(query.value, str)
     if query.kind == "text":
-        return api.search_by_text(cfg, query.value, top_k, filters)
+        return api.search_by_text(cfg, query.value, page)
     if query.kind == "url":
-        return api.similar_to_url(cfg, query.value, top_k, filters)
-    return api.similar_to_image_id(cfg, query.value, top_k, filters)
+        return api.similar_to_url(cfg, query.value, page)
+    return api.similar_to_image_id(cfg, query.value, page)
 
 
 def shrink_for_upload(data: bytes) -> bytes:

@@ -159,6 +159,70 @@ def test_filters_come_from_facets_and_travel_in_the_request_body(mocked_api_http
     assert "filters" not in _bodies(mocked_api_http, "/get_image_by_text")[-1]
 
 
+def _page_of(ids: list[str], next_offset: int | None) -> dict[str, object]:
+    return {
+        "results": [_hit(i, f"/images/{i}/file", productDisplayName=f"Product {i}") for i in ids],
+        "took_ms": 3,
+        "next_offset": next_offset,
+    }
+
+
+def test_show_more_appends_the_next_page_until_the_last(mocked_api_http) -> None:
+    mocked_api_http.post(f"{API}/get_image_by_text", json=_page_of(["p1", "p2"], 2))
+    at = _app()
+    at.slider(key="top_k").set_value(2).run()
+    _search_text(at, "shirt")
+    assert [img.value[0] for img in at.image] == [f"{API}/images/p1/file", f"{API}/images/p2/file"]
+
+    mocked_api_http.replace(responses.POST, f"{API}/get_image_by_text", json=_page_of(["p3"], None))
+    _button(at, "Show more").click().run()
+
+    assert not at.exception
+    assert _bodies(mocked_api_http, "/get_image_by_text") == [
+        {"text": "shirt", "top_k": 2},
+        {"text": "shirt", "top_k": 2, "offset": 2},
+    ]
+    assert [img.value[0] for img in at.image] == [f"{API}/images/p{n}/file" for n in (1, 2, 3)]
+    assert "3 products" in _page_text(at)
+    # The last page (no next_offset) takes the button away; other clicks do not ask again.
+    assert "Show more" not in [b.label for b in at.button]
+    at.run()
+    assert len(_bodies(mocked_api_http, "/get_image_by_text")) == 2
+
+
+def test_a_failed_later_page_keeps_the_shown_products_and_show_more_retries(mocked_api_http) -> None:
+    mocked_api_http.post(f"{API}/get_image_by_text", json=_page_of(["p1", "p2"], 2))
+    at = _app()
+    at.slider(key="top_k").set_value(2).run()
+    _search_text(at, "shirt")
+
+    mocked_api_http.replace(
+        responses.POST, f"{API}/get_image_by_text", json={"error": "internal"}, status=500
+    )
+    _button(at, "Show more").click().run()
+    assert "had a problem (HTTP 500)" in at.error[0].value
+    assert len(at.image) == 2
+
+    mocked_api_http.replace(responses.POST, f"{API}/get_image_by_text", json=_page_of(["p3", "p4"], 4))
+    _button(at, "Show more").click().run()
+    assert not at.error
+    assert len(at.image) == 4
+    assert [b.get("offset") for b in _bodies(mocked_api_http, "/get_image_by_text")] == [None, 2, 2]
+
+
+def test_changing_a_filter_starts_again_from_the_first_page(mocked_api_http) -> None:
+    mocked_api_http.post(f"{API}/get_image_by_text", json=_page_of(["p1", "p2"], 2))
+    at = _app()
+    at.slider(key="top_k").set_value(2).run()
+    _search_text(at, "shirt")
+    _button(at, "Show more").click().run()
+    assert len(at.image) == 2  # the same two came back: shown once each, not twice
+
+    at.multiselect(key="filter_gender").select("Men").run()
+    last = _bodies(mocked_api_http, "/get_image_by_text")[-1]
+    assert "offset" not in last and last["filters"] == {"gender": ["Men"]}
+
+
 def test_uploaded_photo_is_sent_as_base64(mocked_api_http) -> None:
     mocked_api_http.post(f"{API}/get_similar_images", json=SIMILAR_RESULTS)
     photo = io.BytesIO()

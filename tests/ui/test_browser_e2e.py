@@ -111,6 +111,14 @@ def test_shopper_session_against_the_live_api(
     assert set(live_stack.image_statuses.values()) == {200}
     _shot(page, "02-text-results")
 
+    # "Show more": the next page joins the grid below the first one, with no product twice.
+    page.get_by_role("button", name="Show more").click()
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length > 12", arg=CARDS)
+    more_ids = settled_card_ids(page)
+    assert len(more_ids) == 24 and more_ids[:12] == text_ids and len(set(more_ids)) == 24
+    page.get_by_role("button", name="Show more").scroll_into_view_if_needed()  # 6 more remain
+    _shot(page, "02b-show-more")
+
     # The same search on a phone: the sidebar folds away and the grid keeps two cards a row.
     phone = browser.new_page(viewport={"width": 420, "height": 1100})
     phone.set_default_timeout(STEP_TIMEOUT_MS)
