@@ -57,13 +57,16 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def timed(call: Callable[[], requests.Response], n: int) -> list[float]:
-    out = []
+def timed(*calls: Callable[[], requests.Response], n: int) -> list[list[float]]:
+    """``n`` latencies of each call, the calls taking turns: the host's speed drifts, and turns
+    spread that drift over all of them instead of putting it between them."""
+    out: list[list[float]] = [[] for _ in calls]
     for _ in range(n):
-        started = time.perf_counter()
-        response = call()
-        out.append(time.perf_counter() - started)
-        response.raise_for_status()
+        for call, samples in zip(calls, out, strict=True):
+            started = time.perf_counter()
+            response = call()
+            samples.append(time.perf_counter() - started)
+            response.raise_for_status()
     return out
 
 
@@ -99,7 +102,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "kagl-minilm")
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput measurement, all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating 1- and 4-client phases")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "api_latency.json")
     args = parser.parse_args()
 
@@ -126,44 +130,52 @@ def main() -> None:
             body = {"text": names[next(n) % len(names)], "top_k": 10, "hybrid": hybrid}
             return s.post(f"{base}/get_image_by_text", json=body)
 
-        timed(text_call, 20)  # warm-up
+        def similar_call(body: dict[str, object]) -> Callable[[], requests.Response]:
+            return lambda: session.post(f"{base}/get_similar_images", json=body)
+
+        def upload_call() -> requests.Response:
+            files = {"file": ("q.jpg", photo, "image/jpeg")}
+            return session.post(f"{base}/get_similar_images", files=files)
+
+        timed(text_call, n=20)  # warm-up
+        text, text_vector = timed(text_call, lambda: text_call(hybrid=False), n=args.requests)
+        by_id, by_id_vector = timed(
+            similar_call({"image_id": image_id}),
+            similar_call({"image_id": image_id, "hybrid": False}),
+            n=args.requests,
+        )
+        (upload,) = timed(upload_call, n=args.requests)
         result = {
             "health": health,
-            "text_search": percentiles(timed(text_call, args.requests)),
-            "text_search_vector_only": percentiles(timed(lambda: text_call(hybrid=False), args.requests)),
-            **{
-                f"similar_by_id{suffix}": percentiles(
-                    timed(
-                        lambda body=body: session.post(f"{base}/get_similar_images", json=body),
-                        args.requests,
-                    )
-                )
-                for suffix, body in (
-                    ("", {"image_id": image_id}),
-                    ("_vector_only", {"image_id": image_id, "hybrid": False}),
-                )
-            },
-            "similar_by_upload": percentiles(
-                timed(
-                    lambda: session.post(
-                        f"{base}/get_similar_images", files={"file": ("q.jpg", photo, "image/jpeg")}
-                    ),
-                    args.requests,
-                )
-            ),
+            "text_search": percentiles(text),
+            "text_search_vector_only": percentiles(text_vector),
+            "similar_by_id": percentiles(by_id),
+            "similar_by_id_vector_only": percentiles(by_id_vector),
+            "similar_by_upload": percentiles(upload),
         }
 
-        for suffix, hybrid in (("", True), ("_vector_only", False)):
+        # One and four clients take turns, hybrid and vector-only alike, in short alternating
+        # phases: the host's speed drifts over a minute, and back-to-back long phases would put
+        # that drift into the ratio.
+        rates: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.rounds):
+            for suffix, hybrid in (("", True), ("_vector_only", False)):
 
-            def client(_: int, hybrid: bool = hybrid) -> Callable[[], requests.Response]:
-                s = requests.Session()
-                return lambda: text_call(s, hybrid)
+                def client(_: int, hybrid: bool = hybrid) -> Callable[[], requests.Response]:
+                    s = requests.Session()
+                    return lambda: text_call(s, hybrid)
 
-            one_client = throughput(client, 1, args.seconds)
-            four_clients = throughput(client, 4, args.seconds)
-            result[f"text_search{suffix}_rps_1_client"] = round(one_client, 1)
-            result[f"text_search{suffix}_rps_4_clients"] = round(four_clients, 1)
-            result[f"concurrency_speedup{suffix}_4_vs_1"] = round(four_clients / one_client, 2)
+                for clients in (1, 4):
+                    phase = throughput(client, clients, args.seconds / args.rounds)
+                    rates.setdefault((suffix, clients), []).append(phase)
+        for suffix in ("", "_vector_only"):
+            one, four = rates[(suffix, 1)], rates[(suffix, 4)]
+            result[f"text_search{suffix}_rps_1_client"] = round(float(np.mean(one)), 1)
+            result[f"text_search{suffix}_rps_4_clients"] = round(float(np.mean(four)), 1)
+            result[f"concurrency_speedup{suffix}_4_vs_1"] = round(float(np.mean(four) / np.mean(one)), 2)
+            result[f"concurrency_speedup{suffix}_4_vs_1_by_round"] = [
+                round(f / o, 2) for o, f in zip(one, four, strict=True)
+            ]
         result["api_peak_rss_mb"] = peak_rss_mb(proc.pid)
         result["cores"] = os.cpu_count()
     finally:
