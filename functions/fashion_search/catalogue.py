@@ -4,6 +4,11 @@ Resumable by construction: every chunk is committed before the next starts, and 
 the metadata store which (key, sha256, model) triples are already done, so after Ctrl-C or a
 crash only the interrupted chunk is redone.
 
+Photos removed from the folder stay searchable unless the import is told that the folder is the
+whole catalogue (``prune``): then, after a complete pass, every image whose key the folder no longer
+holds is deleted the way ``fashion-search delete`` deletes one. That is the local counterpart of
+S3's ``ObjectRemoved`` events, for a shop that keeps its catalogue as a folder.
+
 Throughput: reading, hashing, copying and decoding of chunk i+1 run in worker threads while the
 model embeds chunk i (Pillow and ONNX Runtime both release the GIL), so the model is rarely
 left waiting.
@@ -21,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fashion_search.errors import InputError
 from fashion_search.ingest import IngestItem, IngestOutcome, PreparedItem, prepare_item, sha256_bytes
 from fashion_search.services import Services
 
@@ -35,6 +41,7 @@ class ImportSummary:
     skipped: int = 0
     failed: int = 0
     stale: int = 0
+    removed: int = 0  # with ``prune``: images deleted because their file left the folder
     reasons: Counter[str] = field(default_factory=Counter)
     failed_keys: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -63,6 +70,7 @@ class ImportSummary:
             "ingested": self.ingested,
             "skipped": self.skipped,
             "failed": self.failed,
+            "removed": self.removed,
             "failure_reasons": dict(self.reasons),
             "failed_keys_sample": self.failed_keys[:10],
             "seconds": round(self.seconds, 2),
@@ -169,6 +177,18 @@ class CatalogueImporter:
             on_progress(len(prepared) + skipped)
 
 
+def prune_missing(services: Services, keep: set[str]) -> int:
+    """Delete every indexed or failed image whose key is not in ``keep``: its record becomes a
+    tombstone, its vector and its stored object go. Returns how many were deleted."""
+    gone = [r.key for r in services.metadata.iter_records() if r.status != "deleted" and r.key not in keep]
+    for key in gone:
+        services.ingestor.delete(key)
+        services.objects.delete(key)
+    if gone:
+        log.info("pruned images whose files left the folder", extra={"removed": len(gone)})
+    return len(gone)
+
+
 def import_catalogue(
     services: Services,
     folder: Path,
@@ -176,7 +196,16 @@ def import_catalogue(
     limit: int | None = None,
     chunk_size: int = 256,
     on_progress: Callable[[int], None] | None = None,
+    prune: bool = False,
 ) -> ImportSummary:
+    """``prune``: the folder is the whole catalogue; after a complete import (never after an
+    interrupted one, whose listing is as complete but whose work is not), images whose files left
+    it are deleted. Refused with ``limit``, which would make every later file look removed."""
+    if prune and limit is not None:
+        raise InputError("invalid_arguments", "pruning needs the whole folder, so it cannot take a limit")
     tags = read_tags_csv(tags_csv) if tags_csv else {}
     paths = list_images(folder, limit)
-    return CatalogueImporter(services, folder, tags).run(paths, chunk_size, on_progress)
+    summary = CatalogueImporter(services, folder, tags).run(paths, chunk_size, on_progress)
+    if prune and not summary.interrupted:
+        summary.removed = prune_missing(services, {path.relative_to(folder).as_posix() for path in paths})
+    return summary

@@ -60,6 +60,7 @@ def cmd_ingest(services: Services, args: argparse.Namespace) -> int:
             limit=args.limit,
             chunk_size=args.chunk_size,
             on_progress=bar.update,
+            prune=args.prune,
         )
     _print_json(summary.as_dict())
     return 130 if summary.interrupted else 0
@@ -149,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N files (sorted by path)")
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="the folder is the whole catalogue: after a complete import, delete the images whose "
+        "files are no longer in it (including anything else in this data dir)",
+    )
 
     p = sub.add_parser("serve", help="run the search API")
     p.add_argument("--host", default="127.0.0.1")

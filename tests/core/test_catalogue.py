@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fashion_search.catalogue import import_catalogue, list_images, read_tags_csv
+from fashion_search.errors import InputError
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services
 
@@ -62,6 +63,45 @@ def test_interrupted_import_resumes(make_services: Callable[..., Services], fold
     assert not resumed.interrupted
     assert resumed.skipped == 16 and resumed.ingested + resumed.failed == 15
     assert make_services().vectors.count() == 30
+
+
+def test_prune_deletes_images_whose_files_left_the_folder(services: Services, folder: Path) -> None:
+    import_catalogue(services, folder, chunk_size=8)
+    keys = sorted(p.name for p in list_images(folder))
+    removed = [keys[0], "99999999.jpg"]  # an indexed photo and the failed (corrupt) one
+    for key in removed:
+        (folder / key).unlink()
+
+    kept = import_catalogue(services, folder, chunk_size=8)  # without prune, nothing goes
+    assert kept.removed == 0 and services.vectors.count() == 30
+
+    summary = import_catalogue(services, folder, chunk_size=8, prune=True)
+    assert (summary.removed, summary.skipped, summary.ingested) == (2, 29, 0)
+    assert services.vectors.count() == 29
+    for key in removed:
+        record = services.metadata.get(image_id_for_key(key))
+        assert record is not None and record.status == "deleted"
+        assert key not in {o.key for o in services.objects.list()}
+    survivor = services.metadata.get(image_id_for_key(keys[1]))
+    assert survivor is not None and survivor.status == "indexed"
+    assert services.objects.get(keys[1], max_bytes=10**6) == (folder / keys[1]).read_bytes()
+    again = import_catalogue(services, folder, chunk_size=8, prune=True)
+    assert again.removed == 0  # tombstones are not deleted twice
+
+
+def test_prune_skips_an_interrupted_import_and_refuses_a_limit(services: Services, folder: Path) -> None:
+    import_catalogue(services, folder, chunk_size=8)
+    (folder / sorted(p.name for p in list_images(folder))[0]).unlink()
+
+    def interrupt(_: int) -> None:
+        raise KeyboardInterrupt
+
+    cut = import_catalogue(services, folder, chunk_size=8, on_progress=interrupt, prune=True)
+    assert cut.interrupted and cut.removed == 0 and services.vectors.count() == 30
+    with pytest.raises(InputError) as exc:
+        import_catalogue(services, folder, limit=5, prune=True)
+    assert exc.value.code == "invalid_arguments"
+    assert services.vectors.count() == 30
 
 
 def test_tags_csv_first_column_joins_to_the_stem(tmp_path: Path) -> None:

@@ -75,6 +75,22 @@ def test_search_shows_matched_words_unless_vector_only_and_pages(env: Path, kagl
     assert [h["score"] for h in vector] == sorted((h["score"] for h in vector), reverse=True)
 
 
+def test_ingest_prune_removes_what_left_the_folder(env: Path, kagl_dir: Path, capsys) -> None:
+    photos = env / "photos"
+    photos.mkdir()
+    for image in sorted((kagl_dir / "images").glob("*.jpg"))[:4]:
+        (photos / image.name).write_bytes(image.read_bytes())
+    assert run(capsys, "ingest", str(photos), "--quiet")[1]["ingested"] == 4
+    gone = sorted(photos.iterdir())[0]
+    gone.unlink()
+
+    code, summary = run(capsys, "ingest", str(photos), "--quiet", "--prune")
+    assert code == 0 and summary["removed"] == 1 and summary["skipped"] == 3
+    assert run(capsys, "stats")[1]["vectors"] == 3
+    assert main(["ingest", str(photos), "--prune", "--limit", "2", "--quiet"]) == 2
+    assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["error"] == "invalid_arguments"
+
+
 def test_bad_input_exits_2_with_a_json_error(env: Path, capsys) -> None:
     assert main(["search", "   "]) == 2
     err = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
