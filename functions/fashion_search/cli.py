@@ -66,6 +66,18 @@ def cmd_ingest(services: Services, args: argparse.Namespace) -> int:
     return 130 if summary.interrupted else 0
 
 
+def cmd_ingest_urls(services: Services, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fashion_search.url_import import import_urls, read_url_csv
+
+    rows = read_url_csv(Path(args.csv), args.url_column)[: args.limit]
+    with tqdm(total=len(rows), unit="img", desc="import", disable=args.quiet) as bar:
+        summary = import_urls(services, rows, workers=args.workers, on_progress=bar.update)
+    _print_json(summary.as_dict())
+    return 130 if summary.interrupted else 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -157,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "files are no longer in it (including anything else in this data dir)",
     )
 
+    p = sub.add_parser("ingest-urls", help="import product photos listed by URL in a CSV (resumable)")
+    p.add_argument("csv", help="first column: the photo's id; a URL column; every other column a tag")
+    p.add_argument("--url-column", default="url", help="the column holding each photo's URL")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows with a URL")
+    p.add_argument("--workers", type=int, default=8, help="downloads at once")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("serve", help="run the search API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -186,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "ingest": cmd_ingest,
+    "ingest-urls": cmd_ingest_urls,
     "search": cmd_search,
     "similar": cmd_similar,
     "delete": cmd_delete,

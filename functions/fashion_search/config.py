@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     url_max_redirects: int = Field(3, ge=0, description="Redirects followed (each hop re-checked).")
     url_allow_private: bool = Field(
         False,
-        description="Allow URLs that resolve to loopback/private addresses. Only for tests and labs.",
+        description="Allow URLs that resolve to loopback/private addresses (tests, labs, or an "
+        "`ingest-urls` feed on an internal CDN); cloud metadata addresses stay blocked.",
     )
 
     # --- AWS backend ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fashion_search.cli import main
+from tests.core.conftest import ImageCdn
 
 
 @pytest.fixture
@@ -89,6 +90,26 @@ def test_ingest_prune_removes_what_left_the_folder(env: Path, kagl_dir: Path, ca
     assert run(capsys, "stats")[1]["vectors"] == 3
     assert main(["ingest", str(photos), "--prune", "--limit", "2", "--quiet"]) == 2
     assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["error"] == "invalid_arguments"
+
+
+def test_ingest_urls_downloads_a_feed_and_resumes(
+    env: Path, image_cdn: ImageCdn, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    base, ids, server = image_cdn
+    monkeypatch.setenv("FASHION_SEARCH_URL_ALLOW_PRIVATE", "true")  # the test CDN is on loopback
+    feed = env / "feed.csv"
+    feed.write_text("sku,image,colour\n" + "".join(f"{i},{base}/img/{i}.jpg,Blue\n" for i in ids[:3]))
+
+    code, summary = run(capsys, "ingest-urls", str(feed), "--url-column", "image", "--quiet")
+    assert code == 0 and (summary["ingested"], summary["failed"]) == (3, 0)
+    hits = run(capsys, "search", "blue", "--top-k", "3")[1]
+    assert {h["key"] for h in hits} == {f"{i}.jpg" for i in ids[:3]}
+    assert all(h["tags"] == {"colour": "Blue"} for h in hits)
+    asked = len(server.paths)
+    assert run(capsys, "ingest-urls", str(feed), "--url-column", "image", "--quiet")[1]["skipped"] == 3
+    assert len(server.paths) == asked  # nothing downloaded twice
+    assert main(["ingest-urls", str(feed), "--quiet"]) == 2  # no "url" column
+    assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["error"] == "invalid_csv"
 
 
 def test_bad_input_exits_2_with_a_json_error(env: Path, capsys) -> None:
