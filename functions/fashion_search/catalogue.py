@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,10 +80,22 @@ class ImportSummary:
         }
 
 
+@contextmanager
+def open_csv(path: Path) -> Iterator[csv.DictReader[str]]:
+    """A UTF-8 CSV file (a BOM is fine: spreadsheets write one) as dict rows; a missing or
+    undecodable file becomes an ``InputError`` rather than a traceback, also while reading."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            yield csv.DictReader(fh)
+    except (FileNotFoundError, IsADirectoryError):
+        raise InputError("not_found", f"{path} is not a file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("invalid_csv", f"{path} is not a UTF-8 CSV file ({exc})") from None
+
+
 def read_tags_csv(path: Path) -> dict[str, dict[str, str]]:
     """First column joins to the image file's stem; every other non-empty column becomes a tag."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+    with open_csv(path) as reader:
         if not reader.fieldnames:
             return {}
         id_column = reader.fieldnames[0]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import csv
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from fashion_search.catalogue import IMAGE_SUFFIXES, ImportSummary
+from fashion_search.catalogue import IMAGE_SUFFIXES, ImportSummary, open_csv
 from fashion_search.errors import InputError
 from fashion_search.ingest import IngestItem, PreparedItem, prepare_item
 from fashion_search.records import image_id_for_key
@@ -38,44 +39,50 @@ class UrlRow:
     tags: dict[str, str]
 
 
-def _key_for(product_id: str, url: str) -> str:
-    """``<id><suffix>`` (the URL's image suffix, else ".jpg"); without an id, the URL's host and
-    path, which are unique per photo on any CDN."""
+def _key_for(product_id: str, url: str, seen: Counter[str]) -> str:
+    """``<id><suffix>`` (the URL's image suffix, else ".jpg"), and ``<id>-2<suffix>``, ``-3``, ...
+    for the further photos of an id that repeats (a product's back and side views), numbered in
+    file order so that a re-run finds the same keys; without an id, the URL's host and path,
+    which are unique per photo on any CDN."""
     parts = urlsplit(url)
+    if not product_id:
+        return f"{parts.hostname or 'url'}/{parts.path.strip('/') or 'index.jpg'}"
     suffix = PurePosixPath(parts.path).suffix.lower()
-    if product_id:
-        return product_id + (suffix if suffix in IMAGE_SUFFIXES else ".jpg")
-    return f"{parts.hostname or 'url'}/{parts.path.strip('/') or 'index.jpg'}"
+    seen[product_id] += 1
+    number = f"-{seen[product_id]}" if seen[product_id] > 1 else ""
+    return product_id + number + (suffix if suffix in IMAGE_SUFFIXES else ".jpg")
 
 
 def read_url_csv(path: Path, url_column: str = "url") -> list[UrlRow]:
     """Rows with a URL, in file order. The first column, unless it is the URL column, is the id
-    that names the photo (as for a folder import's CSV); rows without a URL are left out."""
-    try:
-        fh = path.open(newline="", encoding="utf-8-sig")
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError("not_found", f"{path} is not a file") from None
-    with fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        if url_column not in columns:
-            raise InputError(
-                "invalid_csv", f"{path} has no column {url_column!r} (its columns: {', '.join(columns)})"
-            )
-        id_column = columns[0] if columns[0] != url_column else None
-        rows = []
-        for row in reader:
-            url = (row.get(url_column) or "").strip()
-            if not url:
-                continue
-            product_id = (row.get(id_column) or "").strip() if id_column else ""
-            tags = {
-                k: v.strip()
-                for k, v in row.items()
-                if k and k not in (id_column, url_column) and isinstance(v, str) and v.strip()
-            }
-            rows.append(UrlRow(_key_for(product_id, url), url, tags))
-    return rows
+    that names the photo (as for a folder import's CSV); rows without a URL, and a second row for
+    a key already seen (the same URL twice in a feed without ids), are left out."""
+    with open_csv(path) as reader:
+        return _rows(reader, path, url_column)
+
+
+def _rows(reader: csv.DictReader[str], path: Path, url_column: str) -> list[UrlRow]:
+    columns = list(reader.fieldnames or [])
+    if url_column not in columns:
+        raise InputError(
+            "invalid_csv", f"{path} has no column {url_column!r} (its columns: {', '.join(columns)})"
+        )
+    id_column = columns[0] if columns[0] != url_column else None
+    rows: dict[str, UrlRow] = {}
+    seen = Counter[str]()
+    for line in reader:
+        url = (line.get(url_column) or "").strip()
+        if not url:
+            continue
+        product_id = (line.get(id_column) or "").strip() if id_column else ""
+        tags = {
+            k: v.strip()
+            for k, v in line.items()
+            if k and k not in (id_column, url_column) and isinstance(v, str) and v.strip()
+        }
+        row = UrlRow(_key_for(product_id, url, seen), url, tags)
+        rows.setdefault(row.key, row)  # the first only: two rows for one photo would race
+    return list(rows.values())
 
 
 def _indexed_keys(services: Services, rows: Sequence[UrlRow]) -> set[str]:

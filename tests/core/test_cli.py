@@ -119,6 +119,21 @@ def test_bad_input_exits_2_with_a_json_error(env: Path, capsys) -> None:
     assert main(["ingest", str(env / "missing-folder")]) == 2
 
 
+@pytest.mark.parametrize(
+    ("content", "error"), [(None, "not_found"), (b"id,colour\n15970,\xff\n", "invalid_csv")]
+)
+def test_a_bad_tags_csv_exits_2_before_importing_anything(
+    env: Path, kagl_dir: Path, capsys, content: bytes | None, error: str
+) -> None:
+    tags = env / "tags.csv"
+    if content is not None:
+        tags.write_bytes(content)
+    images = str(kagl_dir / "images")
+    assert main(["ingest", images, "--tags-csv", str(tags), "--limit", "2", "--quiet"]) == 2
+    assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["error"] == error
+    assert run(capsys, "stats")[1]["vectors"] == 0
+
+
 def test_missing_model_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
     monkeypatch.setenv("FASHION_SEARCH_MODEL_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("FASHION_SEARCH_DATA_DIR", str(tmp_path / "data"))

@@ -92,16 +92,21 @@ def test_keys_come_from_the_id_column_or_else_from_the_url(tmp_path: Path) -> No
         [
             {"id": "15970", "url": "https://cdn.shop/p/15970/main.PNG?w=800", "gender": "Men"},
             {"id": "a/b", "url": "https://cdn.shop/p/xyz", "articleType": "Watches"},
+            {"id": "15970", "url": "https://cdn.shop/p/15970/back.jpg"},  # a second view
         ],
     )
     assert read_url_csv(feed) == [
         UrlRow("15970.png", "https://cdn.shop/p/15970/main.PNG?w=800", {"gender": "Men"}),
         UrlRow("a/b.jpg", "https://cdn.shop/p/xyz", {"articleType": "Watches"}),
+        UrlRow("15970-2.jpg", "https://cdn.shop/p/15970/back.jpg", {}),
     ]
     url_first = tmp_path / "urls.csv"
-    url_first.write_text("image,colour\nhttps://cdn.shop/p/1/front.jpg,Red\n")
-    assert read_url_csv(url_first, "image") == [
-        UrlRow("cdn.shop/p/1/front.jpg", "https://cdn.shop/p/1/front.jpg", {"colour": "Red"})
+    url_first.write_text(
+        "image,colour\nhttps://cdn.shop/p/1/front.jpg,Red\nhttps://cdn.shop/p/2.jpg,\nhttps://cdn.shop/p/1/front.jpg,Blue\n"
+    )
+    assert read_url_csv(url_first, "image") == [  # the repeated URL: its first row only
+        UrlRow("cdn.shop/p/1/front.jpg", "https://cdn.shop/p/1/front.jpg", {"colour": "Red"}),
+        UrlRow("cdn.shop/p/2.jpg", "https://cdn.shop/p/2.jpg", {}),
     ]
 
 
@@ -113,6 +118,10 @@ def test_a_feed_without_its_url_column_or_a_missing_file_is_refused(
     with pytest.raises(InputError) as exc:
         read_url_csv(feed)
     assert exc.value.code == "invalid_csv" and "link" in exc.value.detail
+    feed.write_bytes(b"id,url\n1,https://cdn.shop/\xff.jpg\n")  # not UTF-8
+    with pytest.raises(InputError) as binary:
+        read_url_csv(feed)
+    assert binary.value.code == "invalid_csv"
     with pytest.raises(InputError) as missing:
         read_url_csv(tmp_path / "none.csv")
     assert missing.value.code == "not_found"
