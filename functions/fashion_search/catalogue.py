@@ -211,9 +211,9 @@ def import_catalogue(
     on_progress: Callable[[int], None] | None = None,
     prune: bool = False,
 ) -> ImportSummary:
-    """``prune``: the folder is the whole catalogue; after a complete import (never after an
-    interrupted one, whose listing is as complete but whose work is not), images whose files left
-    it are deleted. Refused with ``limit``, which would make every later file look removed."""
+    """``prune``: the folder is the whole catalogue; after a complete import, images whose files
+    left it are deleted. Not after an interrupted one (Ctrl-C means stop; the next run prunes),
+    and refused with ``limit``, which would make every file past the limit look removed."""
     if prune and limit is not None:
         raise InputError("invalid_arguments", "pruning needs the whole folder, so it cannot take a limit")
     tags = read_tags_csv(tags_csv) if tags_csv else {}
