@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# moto (S3, SQS, DynamoDB) and a Pinecone-API server on loopback, for every test area that needs them.
-pytest_plugins = ["tests.plugins.aws_servers"]
+# moto (S3, SQS, DynamoDB), a Pinecone-API server and an image CDN on loopback, for every test area
+# that needs them.
+pytest_plugins = ["tests.plugins.aws_servers", "tests.plugins.image_cdn"]
 
 REPO = Path(__file__).resolve().parents[1]
 KAGL_DIR = (REPO / ".." / "shared" / "data" / "kagl").resolve()

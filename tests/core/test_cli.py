@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fashion_search.cli import main
-from tests.core.conftest import ImageCdn
+from tests.plugins.image_cdn import ImageCdn
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from fashion_search.errors import InputError
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services
 from fashion_search.url_import import UrlRow, import_urls, read_url_csv
-from tests.core.conftest import ImageCdn
+from tests.plugins.image_cdn import ImageCdn
 
 
 def _feed(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
