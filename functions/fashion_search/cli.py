@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,21 @@ from fashion_search.errors import FashionSearchError, InputError
 from fashion_search.logs import configure_logging
 from fashion_search.search import QueryOptions
 from fashion_search.services import Services, build_services
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for counts: an integer >= ``minimum``, so that a bad one is a usage error
+    (exit 2) rather than a traceback (a zero chunk size) or a quietly shorter import (a negative
+    limit slices from the end)."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError becomes argparse's own "invalid value" message
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def _print_json(payload: Any) -> None:
@@ -159,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="import a folder of images (resumable)")
     p.add_argument("folder")
     p.add_argument("--tags-csv", help="CSV whose first column is the file stem; other columns become tags")
-    p.add_argument("--limit", type=int, default=None, help="only the first N files (sorted by path)")
-    p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--limit", type=_at_least(1), default=None, help="only the first N files (sorted by path)")
+    p.add_argument("--chunk-size", type=_at_least(1), default=256)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--prune",
@@ -172,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest-urls", help="import product photos listed by URL in a CSV (resumable)")
     p.add_argument("csv", help="first column: the photo's id; a URL column; every other column a tag")
     p.add_argument("--url-column", default="url", help="the column holding each photo's URL")
-    p.add_argument("--limit", type=int, default=None, help="only the first N rows with a URL")
-    p.add_argument("--workers", type=int, default=8, help="downloads at once")
+    p.add_argument("--limit", type=_at_least(1), default=None, help="only the first N rows with a URL")
+    p.add_argument("--workers", type=_at_least(1), default=8, help="downloads at once")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("serve", help="run the search API")

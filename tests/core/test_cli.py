@@ -134,6 +134,22 @@ def test_a_bad_tags_csv_exits_2_before_importing_anything(
     assert run(capsys, "stats")[1]["vectors"] == 0
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ingest", "photos", "--chunk-size", "0"],
+        ["ingest", "photos", "--limit", "-5"],
+        ["ingest-urls", "feed.csv", "--workers", "0"],
+        ["ingest-urls", "feed.csv", "--limit", "two"],
+    ],
+)
+def test_bad_counts_are_usage_errors(env: Path, capsys, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "integer >= " in capsys.readouterr().err
+
+
 def test_missing_model_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
     monkeypatch.setenv("FASHION_SEARCH_MODEL_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("FASHION_SEARCH_DATA_DIR", str(tmp_path / "data"))
