@@ -116,8 +116,9 @@ def _answer(cfg: ApiConfig, query: Query, top_k: int, filters: Filters) -> Answe
     answer: Answer | None = st.session_state.get("answer")
     if answer is None or answer.signature != signature:
         answer = st.session_state.answer = Answer(signature)
+    first_page = answer.pages == 0 and answer.error is None  # a failed first page waits for "Try again"
     wants_more = st.session_state.pop("show_more", False) and answer.pages > 0
-    if answer.next_offset is None or not (wants_more or (answer.pages == 0 and answer.error is None)):
+    if answer.next_offset is None or not (first_page or wants_more):
         return answer
     try:
         with st.spinner("Searching the catalogue…"):
@@ -127,7 +128,8 @@ def _answer(cfg: ApiConfig, query: Query, top_k: int, filters: Filters) -> Answe
         return answer
     shown = {hit.image_id for hit in answer.hits}
     answer.hits.extend(hit for hit in result.hits if hit.image_id not in shown)
-    answer.took_ms = result.took_ms if answer.pages == 0 else answer.took_ms
+    if answer.pages == 0:
+        answer.took_ms = result.took_ms
     answer.pages, answer.next_offset, answer.error = answer.pages + 1, result.next_offset, None
     return answer
 
