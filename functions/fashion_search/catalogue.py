@@ -9,9 +9,10 @@ whole catalogue (``prune``): then, after a complete pass, every image whose key 
 holds is deleted the way ``fashion-search delete`` deletes one. That is the local counterpart of
 S3's ``ObjectRemoved`` events, for a shop that keeps its catalogue as a folder.
 
-Throughput: reading, hashing, copying and decoding of chunk i+1 run in worker threads while the
-model embeds chunk i (Pillow and ONNX Runtime both release the GIL), so the model is rarely
-left waiting.
+Throughput: a pipeline (see ``CatalogueImporter.run``). Reading, hashing, copying and decoding of
+chunk i+1 run in worker threads and the writes of chunk i-1 in a writer thread while the model
+embeds chunk i (Pillow, SQLite and ONNX Runtime release the GIL), so the model is rarely left
+waiting.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import csv
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashion_search.errors import InputError
-from fashion_search.ingest import IngestItem, IngestOutcome, PreparedItem, prepare_item, sha256_bytes
+from fashion_search.ingest import IndexPlan, IngestItem, IngestOutcome, prepare_item, sha256_bytes
 from fashion_search.services import Services
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,8 @@ class CatalogueImporter:
         self.folder = folder
         self.tags = tags
 
-    def _prepare_chunk(self, paths: Sequence[Path]) -> tuple[list[PreparedItem], int]:
-        """Worker-thread stage: read, hash, skip finished ones, store the object, decode."""
+    def _prepare_chunk(self, paths: Sequence[Path]) -> tuple[IndexPlan, int]:
+        """Worker-thread stage: read, hash, skip finished ones, store the object, decode, plan."""
         s = self.services
         items = []
         for path in paths:
@@ -151,43 +152,56 @@ class CatalogueImporter:
             )
             for item in todo
         ]
-        return prepared, len(items) - len(prepared)
+        return s.ingestor.plan(prepared, normalise=True), len(items) - len(prepared)
 
     def run(
         self, paths: Sequence[Path], chunk_size: int = 256, on_progress: Callable[[int], None] | None = None
     ) -> ImportSummary:
+        """Three stages, each chunk passing through them in order: two worker threads prepare,
+        this thread runs the model (nothing else), one writer thread commits. At most two chunks
+        wait at each hand-over, which bounds memory. Ctrl-C drops the chunks not yet embedded and
+        lets the writer finish those that were: their model work is done, and each commit is
+        complete or absent."""
         summary = ImportSummary()
         started = time.perf_counter()
-        pending: list[Future[tuple[list[PreparedItem], int]]] = []
-        chunks = _chunks(paths, chunk_size)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="import") as pool:
+        prepared: deque[Future[tuple[IndexPlan, int]]] = deque()
+        committed: deque[tuple[Future[list[IngestOutcome]], int]] = deque()
+
+        def tally() -> None:
+            future, skipped = committed.popleft()
+            outcomes = future.result()
+            summary.skipped += skipped
+            for outcome in outcomes:
+                summary.add(outcome)
+            if on_progress and not summary.interrupted:  # a stopped import's bar is closed
+                on_progress(len(outcomes) + skipped)
+
+        def embed_oldest() -> None:
+            plan, skipped = prepared.popleft().result()
+            embeddings = self.services.ingestor.embed(plan)
+            committed.append((writer.submit(self.services.ingestor.commit, plan, embeddings), skipped))
+            if len(committed) > 2:
+                tally()
+
+        with (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="import") as workers,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-commit") as writer,
+        ):
             try:
-                for chunk in chunks:  # keep two chunks in flight: bounded memory, model kept busy
-                    pending.append(pool.submit(self._prepare_chunk, chunk))
-                    if len(pending) < 2:
-                        continue
-                    self._commit(pending.pop(0).result(), summary, on_progress)
-                while pending:
-                    self._commit(pending.pop(0).result(), summary, on_progress)
+                for chunk in _chunks(paths, chunk_size):
+                    prepared.append(workers.submit(self._prepare_chunk, chunk))
+                    if len(prepared) > 1:
+                        embed_oldest()
+                while prepared:
+                    embed_oldest()
             except KeyboardInterrupt:
                 summary.interrupted = True
-                for future in pending:
+                for future in prepared:
                     future.cancel()
+            while committed:
+                tally()
         summary.seconds = time.perf_counter() - started
         return summary
-
-    def _commit(
-        self,
-        result: tuple[list[PreparedItem], int],
-        summary: ImportSummary,
-        on_progress: Callable[[int], None] | None,
-    ) -> None:
-        prepared, skipped = result
-        summary.skipped += skipped
-        for outcome in self.services.ingestor.index_prepared(prepared):
-            summary.add(outcome)
-        if on_progress:
-            on_progress(len(prepared) + skipped)
 
 
 def prune_missing(services: Services, keep: set[str]) -> int:

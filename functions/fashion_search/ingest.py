@@ -26,7 +26,7 @@ import numpy as np
 from fashion_search.config import Settings
 from fashion_search.encoder import Encoder
 from fashion_search.errors import InputError, NotFoundError
-from fashion_search.imaging import decode_and_prepare
+from fashion_search.imaging import decode_and_prepare, normalise_batch
 from fashion_search.manifest import ImageTower
 from fashion_search.records import ImageRecord, image_id_for_key, is_stale
 from fashion_search.stores.base import MetadataStore, ObjectStore, VectorIndex, VectorItem
@@ -73,6 +73,26 @@ class PreparedItem:
     @property
     def image_id(self) -> str:
         return image_id_for_key(self.key)
+
+
+@dataclass
+class IndexPlan:
+    """What ``Ingestor.plan`` decided for a batch: the outcomes already known (skipped, stale) and
+    the items still to index (``todo``), of which ``good`` are the decodable ones to embed."""
+
+    prepared: Sequence[PreparedItem]
+    stored: dict[str, ImageRecord]
+    outcomes: dict[int, IngestOutcome] = field(default_factory=dict)
+    todo: list[int] = field(default_factory=list)
+    tower_input: np.ndarray | None = None  # ``good``'s pixels normalised, if ``plan`` was asked to
+
+    @property
+    def good(self) -> list[int]:
+        return [n for n in self.todo if self.prepared[n].pixels is not None]
+
+    def good_pixels(self) -> np.ndarray:
+        """``good``'s tower pixels stacked: uint8 (N, H, W, 3), N >= 1."""
+        return np.stack([p for p in (self.prepared[n].pixels for n in self.good) if p is not None])
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -170,24 +190,52 @@ class Ingestor:
 
     def index_prepared(self, prepared: Sequence[PreparedItem], *, force: bool = False) -> list[IngestOutcome]:
         """Embed the good items, record the bad ones; skip current (unless ``force``) and stale ones."""
+        plan = self.plan(prepared, force=force)
+        return self.commit(plan, self.embed(plan))
+
+    # ``index_prepared`` in its three steps, for a bulk import that pipelines them: only ``embed``
+    # uses the model; ``plan`` and ``commit`` are store I/O that can overlap another batch's model call.
+    def plan(
+        self, prepared: Sequence[PreparedItem], *, force: bool = False, normalise: bool = False
+    ) -> IndexPlan:
+        """Read the stored records and decide, per item: skip (current), stale, or index.
+        ``normalise``: also prepare the model's float input here, so that a pipeline running this
+        in a worker thread leaves the model's thread nothing but the model."""
         stored = self.metadata.get_many([p.image_id for p in prepared])
-        outcomes: dict[int, IngestOutcome] = {}
-        todo: list[int] = []
+        plan = IndexPlan(prepared, stored)
         for n, p in enumerate(prepared):
             record = stored.get(p.image_id)
             if record is not None and is_stale(p.sequencer, record.sequencer):
-                outcomes[n] = IngestOutcome(
+                plan.outcomes[n] = IngestOutcome(
                     p.key, p.image_id, "stale", "a newer event for this key was applied"
                 )
             elif not force and self._is_current(record, p.sha256) and p.sequencer in (None, record.sequencer):
                 # A same-bytes event with a newer sequencer is NOT skipped: the record must carry
                 # that sequencer, or a late delete sequenced in between would wrongly win.
-                outcomes[n] = IngestOutcome(p.key, p.image_id, "skipped", "already indexed with these bytes")
+                plan.outcomes[n] = IngestOutcome(
+                    p.key, p.image_id, "skipped", "already indexed with these bytes"
+                )
             else:
-                todo.append(n)
+                plan.todo.append(n)
+        if normalise and plan.good:
+            plan.tower_input = normalise_batch(plan.good_pixels(), self.encoder.manifest.image)
+        return plan
 
-        good = [n for n in todo if prepared[n].pixels is not None]
-        embeddings = self._embed([prepared[n].pixels for n in good])  # type: ignore[misc]
+    def embed(self, plan: IndexPlan) -> np.ndarray:
+        """The model call for the plan's decodable items, in ``plan.good`` order."""
+        if not plan.good:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        if plan.tower_input is not None:
+            inputs, embed = plan.tower_input, self.encoder.embed_pixels
+        else:
+            inputs, embed = plan.good_pixels(), self.encoder.embed_tower_pixels
+        size = self.settings.image_batch_size
+        return np.concatenate([embed(inputs[i : i + size]) for i in range(0, len(inputs), size)])
+
+    def commit(self, plan: IndexPlan, embeddings: np.ndarray) -> list[IngestOutcome]:
+        """Vectors first, then the records (the commit marker); outcomes in input order."""
+        prepared, stored, todo, good = plan.prepared, plan.stored, plan.todo, plan.good
+        outcomes = plan.outcomes
         vectors = [
             VectorItem(p.image_id, emb, vector_metadata(p.key, p.tags, p.sha256))
             for p, emb in zip((prepared[n] for n in good), embeddings, strict=True)
@@ -220,14 +268,6 @@ class Ingestor:
             else:
                 outcomes[n] = IngestOutcome(record.key, record.image_id, "indexed")
         return [outcomes[n] for n in range(len(prepared))]
-
-    def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
-        if not pixels:
-            return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        size = self.settings.image_batch_size
-        embed = self.encoder.embed_tower_pixels
-        chunks = [embed(np.stack(pixels[i : i + size])) for i in range(0, len(pixels), size)]
-        return np.concatenate(chunks)
 
     def _record(
         self, p: PreparedItem, previous: ImageRecord | None, embedding: np.ndarray | None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fashion_search.errors import InputError, NotFoundError
-from fashion_search.ingest import IngestItem
+from fashion_search.ingest import IngestItem, prepare_item
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services
 
@@ -59,6 +59,29 @@ def test_new_bytes_under_the_same_key_replace_the_vector(services: Services, ite
     after = services.vectors.fetch([image_id_for_key(first.key)])
     assert not np.allclose(before[outcome.image_id].vector, after[outcome.image_id].vector)
     assert services.vectors.count() == 1
+
+
+def test_a_plan_normalised_off_the_model_thread_embeds_identically(
+    services: Services, items: list[IngestItem]
+) -> None:
+    """The folder import normalises in its worker threads (``plan(normalise=True)``); its vectors
+    must be the ones the one-call path computes, batch boundaries included (a 24-item plan over
+    batches of 10), and a corrupt item in the middle must keep the order."""
+    spec, ingestor = services.encoder.manifest.image, services.ingestor
+    corrupt = IngestItem("broken.jpg", items[3].data[:200])
+    prepared = [
+        prepare_item(i, spec, max_bytes=10**7, max_pixels=10**8) for i in [*items[:5], corrupt, *items[5:]]
+    ]
+    ingestor.settings = ingestor.settings.model_copy(update={"image_batch_size": 10})
+    plain, normalised = ingestor.plan(prepared), ingestor.plan(prepared, normalise=True)
+    assert plain.tower_input is None and normalised.tower_input is not None
+    assert normalised.good == plain.good and 5 not in plain.good and len(plain.good) == 24
+    np.testing.assert_array_equal(ingestor.embed(normalised), ingestor.embed(plain))
+    outcomes = ingestor.commit(normalised, ingestor.embed(normalised))
+    assert [o.status for o in outcomes] == ["indexed"] * 5 + ["failed"] + ["indexed"] * 19
+    image_id = image_id_for_key(items[7].key)  # prepared[8], after the corrupt one
+    alone = services.encoder.embed_tower_pixels(prepared[8].pixels[None])[0]  # type: ignore[index]
+    np.testing.assert_allclose(services.vectors.fetch([image_id])[image_id].vector, alone, atol=1e-5)
 
 
 def test_corrupt_object_is_recorded_failed_and_not_searchable(
