@@ -179,6 +179,7 @@ class CatalogueImporter:
         def embed_oldest() -> None:
             plan, skipped = prepared.popleft().result()
             embeddings = self.services.ingestor.embed(plan)
+            plan.tower_input = None  # float copies are large (CLIP: 0.6 MB a photo); commits need none
             committed.append((writer.submit(self.services.ingestor.commit, plan, embeddings), skipped))
             if len(committed) > 2:
                 tally()
