@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fashion_search.catalogue import import_catalogue, list_images, read_tags_csv
-from fashion_search.errors import InputError
+from fashion_search.errors import InputError, TransientError
 from fashion_search.records import image_id_for_key
 from fashion_search.services import Services
 
@@ -66,6 +67,35 @@ def test_interrupted_import_resumes(make_services: Callable[..., Services], fold
     assert not resumed.interrupted
     assert resumed.skipped == done and resumed.ingested + resumed.failed == 31 - done
     assert make_services().vectors.count() == 30
+
+
+def test_a_failed_commit_stops_the_import_and_a_rerun_repairs_it(
+    make_services: Callable[..., Services], folder: Path
+) -> None:
+    """The writer thread's failure (here SQLite busy: another process holds the metadata write
+    lock) ends the import with that error, leaves no record claiming a vector that is missing,
+    and the next run indexes everything once."""
+    services = make_services()
+    services.metadata._db._busy_timeout_s = 0.2  # type: ignore[attr-defined]  # fail fast, not after 30 s
+    holder = sqlite3.connect(services.settings.sqlite_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(TransientError):
+            import_catalogue(services, folder, chunk_size=8)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Vectors precede their records, so the failed chunks' vectors exist without a record: the
+    # record is the commit marker, and its absence makes the next run redo them.
+    assert services.metadata.counts() == {"indexed": 0, "failed": 0, "deleted": 0}
+    assert services.vectors.count() > 0
+
+    rerun = import_catalogue(make_services(), folder, chunk_size=8)
+    assert (rerun.ingested, rerun.skipped, rerun.failed) == (30, 0, 1)
+    final = make_services()
+    indexed = {r.image_id for r in final.metadata.iter_records("indexed")}
+    assert len(indexed) == 30 and final.vectors.count() == 30
+    assert set(final.vectors.fetch(list(indexed))) == indexed
 
 
 def test_prune_deletes_images_whose_files_left_the_folder(services: Services, folder: Path) -> None:
