@@ -158,8 +158,8 @@ class CatalogueImporter:
         self, paths: Sequence[Path], chunk_size: int = 256, on_progress: Callable[[int], None] | None = None
     ) -> ImportSummary:
         """Three stages, each chunk passing through them in order: two worker threads prepare,
-        this thread runs the model (nothing else), one writer thread commits. At most two chunks
-        wait at each hand-over, which bounds memory. Ctrl-C drops the chunks not yet embedded and
+        this thread runs the model (nothing else), one writer thread commits. At most two or three
+        chunks wait at each hand-over, which bounds memory. Ctrl-C drops the chunks not yet embedded and
         lets the writer finish those that were: their model work is done, and each commit is
         complete or absent."""
         summary = ImportSummary()
@@ -168,8 +168,9 @@ class CatalogueImporter:
         committed: deque[tuple[Future[list[IngestOutcome]], int]] = deque()
 
         def tally() -> None:
-            future, skipped = committed.popleft()
-            outcomes = future.result()
+            future, skipped = committed[0]
+            outcomes = future.result()  # Ctrl-C while waiting here leaves it queued, to be counted
+            committed.popleft()
             summary.skipped += skipped
             for outcome in outcomes:
                 summary.add(outcome)
