@@ -158,10 +158,10 @@ class CatalogueImporter:
         self, paths: Sequence[Path], chunk_size: int = 256, on_progress: Callable[[int], None] | None = None
     ) -> ImportSummary:
         """Three stages, each chunk passing through them in order: two worker threads prepare,
-        this thread runs the model (nothing else), one writer thread commits. At most two or three
-        chunks wait at each hand-over, which bounds memory. Ctrl-C drops the chunks not yet embedded and
-        lets the writer finish those that were: their model work is done, and each commit is
-        complete or absent."""
+        this thread runs the model (nothing else), one writer thread commits. At most two or
+        three chunks wait at each hand-over, which bounds memory. Ctrl-C drops the chunks not yet
+        embedded and lets the writer finish those that were: their model work is done, and each
+        commit is complete or absent."""
         summary = ImportSummary()
         started = time.perf_counter()
         prepared: deque[Future[tuple[IndexPlan, int]]] = deque()
