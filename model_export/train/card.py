@@ -64,6 +64,17 @@ def card_notes(manifest: ModelManifest, out_dir: Path) -> dict[str, str]:
         if weights
         else ""
     )
+    parts = config.get("image_parts") or {}
+    label_parts = (
+        " Label parts (docs/training.md): after training, a small MLP per label ("
+        + ", ".join(f"{name} weight {w:g}" for name, w in sorted(parts.items()))
+        + ") learnt on the frozen tower's pooled features of the training photos and their mirror "
+        "images, as a cosine classifier; each part's unit output is appended to the image embedding "
+        "with the square root of its weight, and the text tower appends zeros, so text search ranks "
+        "exactly as without them while image -> image search also weighs label agreement."
+        if parts
+        else ""
+    )
     notes = {
         "Data": (
             "KAGL (Kaggle 'Fashion Product Images (Small)', 44,441 product photos at 60x80). Trained on "
@@ -80,7 +91,7 @@ def card_notes(manifest: ModelManifest, out_dir: Path) -> dict[str, str]:
             "targets (every image whose product name or pinned attributes match a caption is a "
             f"positive).{labels} Captions: the product name half the time, otherwise a templated "
             "attribute caption (gender, colour, article type, usage, season; several phrasings and "
-            "synonyms). AdamW, linear warm-up, cosine decay. "
+            f"synonyms). AdamW, linear warm-up, cosine decay.{label_parts} "
             f"Configuration: `{json.dumps(config, sort_keys=True)}`."
         ),
         "Training": (
@@ -122,7 +133,9 @@ def headline(result: Mapping) -> dict[str, str]:
     out["attribute P@10 templated / paraphrased / paraphrased (second set)"] = (
         f"{attr['templated']:.3f} / {attr['paraphrased']:.3f} / {attr['paraphrased_second']:.3f}"
     )
-    out["image->image same-article-type P@10"] = f"{result['image_to_image_same_type_p10']:.3f}"
+    out["image->image P@10, same article type / same type and colour"] = (
+        f"{result['image_to_image_same_type_p10']:.3f} / {result['image_to_image_same_type_colour_p10']:.3f}"
+    )
     zs = result["zero_shot"]
     out["zero-shot accuracy article type / colour"] = (
         f"{zs['article_type']['accuracy']:.3f} / {zs['colour']['accuracy']:.3f}"

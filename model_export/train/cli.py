@@ -50,6 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also classify each image among every value's label of FIELD (colour, article, gender, "
         "usage, season) with this weight; repeatable",
     )
+    p.add_argument(
+        "--image-part",
+        action="append",
+        default=[],
+        metavar="FIELD=WEIGHT",
+        help="at export, append a label part for FIELD (article, colour, gender, usage, season) to the "
+        "image embedding with this weight, for image -> image search; text search ranks as without "
+        "it (see docs/training.md); repeatable",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run dir has a checkpoint")
     p.add_argument(
@@ -70,14 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def attribute_weights(specs: list[str]) -> dict[str, float]:
+def field_weights(specs: list[str], option: str) -> dict[str, float]:
     out = {}
     for spec in specs:
         name, _, weight = spec.partition("=")
         try:
             out[name.strip()] = float(weight)
         except ValueError:
-            raise SystemExit(f"--attribute-loss wants FIELD=WEIGHT, e.g. colour=0.2 (got {spec!r})") from None
+            raise SystemExit(f"{option} wants FIELD=WEIGHT, e.g. colour=0.2 (got {spec!r})") from None
     return out
 
 
@@ -100,7 +109,8 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads,
         device=args.device,
         init_from=str(args.init_from) if args.init_from else None,
-        attribute_weights=attribute_weights(args.attribute_loss),
+        attribute_weights=field_weights(args.attribute_loss, "--attribute-loss"),
+        image_parts=field_weights(args.image_part, "--image-part"),
     )
 
 
@@ -111,7 +121,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         cfg = config_from(args)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    model, _, summary = train(cfg, resume=not args.no_resume)
+    model, data, summary = train(cfg, resume=not args.no_resume)
     print(
         f"trained {summary['step']}/{summary['total_steps']} steps in {summary['train_seconds']:.0f} s; "
         f"best validation R@10 {summary['best_val_r10']:.3f}"
@@ -143,6 +153,7 @@ def run(args: argparse.Namespace, command: str) -> int:
             name=args.name,
             precision=args.precision,
             command=command,
+            data=data,
         )
     print(f"wrote {args.out} ({manifest.model_id})")
     return 0

@@ -20,6 +20,7 @@ from model_export import onnx_io
 from model_export.train.card import LICENSE, write_card
 from model_export.train.data import HEIGHT, IMAGE_SPEC, WIDTH, Catalogue, load_images
 from model_export.train.loop import (
+    Prepared,
     TrainConfig,
     frozen_text_model,
     load_checkpoint,
@@ -27,6 +28,7 @@ from model_export.train.loop import (
     to_pixels,
 )
 from model_export.train.model import DualEncoder, SentenceTextTower
+from model_export.train.parts import PART_DIM, fit_parts
 from model_export.train.text import MAX_LENGTH, load_encoder, minilm_dir
 
 log = logging.getLogger(__name__)
@@ -87,14 +89,34 @@ def export_run(
     precision: str = "int8",
     command: str = "",
     sample_images: int = 64,
+    data: Prepared | None = None,
 ) -> ModelManifest:
-    """Write ``out_dir`` (towers, tokenizer, card, manifest last) from the run's checkpoint."""
+    """Write ``out_dir`` (towers, tokenizer, card, manifest last) from the run's checkpoint.
+    With ``cfg.image_parts``, the label parts are fitted here on ``data``'s training photos."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     model, state = load_trained(cfg, cfg.run_dir / f"{checkpoint}.pt")
-    manifest = manifest_for(name, cfg.dim, precision, source=f"trained on KAGL ({state['step']} steps)")
-    text_tower = SentenceTextTower(load_encoder(minilm_dir()), model.caption_tower.projection).eval()
+    image_tower = model.image_tower
+    if cfg.image_parts:
+        if data is None:
+            raise ValueError("fitting image parts needs the run's training data")
+        image_tower = fit_parts(
+            model.image_tower,
+            data.images[data.train_idx],
+            data.bank.attrs[data.train_idx],
+            cfg.image_parts,
+            spec=data.spec,
+            device=torch.device("cpu"),
+            seed=cfg.seed,
+        )
+    extra = PART_DIM * len(cfg.image_parts)
+    manifest = manifest_for(
+        name, cfg.dim + extra, precision, source=f"trained on KAGL ({state['step']} steps)"
+    )
+    text_tower = SentenceTextTower(
+        load_encoder(minilm_dir()), model.caption_tower.projection, pad=extra
+    ).eval()
     tok = onnx_io.configure_tokenizer(
         _write_tokenizer(minilm_dir() / "tokenizer.json", out_dir / manifest.text.tokenizer_file),
         manifest.text,
@@ -102,7 +124,7 @@ def export_run(
 
     image_path, text_path = out_dir / manifest.image.file, out_dir / manifest.text.file
     onnx_io.export_tower(
-        model.image_tower,
+        image_tower,
         (torch.zeros(2, 3, HEIGHT, WIDTH),),
         [manifest.image.input_name],
         manifest.image.output_name,
@@ -120,7 +142,7 @@ def export_run(
     )
     if precision == "int8":
         quantize_body(text_path)
-    report = parity(cfg, model, text_tower, tok, manifest, out_dir, precision, sample_images)
+    report = parity(cfg, image_tower, text_tower, tok, manifest, out_dir, precision, sample_images)
     log.info(report.summary())
     if not report.passed:
         raise ValueError(f"export does not match the PyTorch model: {report.summary()}")
@@ -139,7 +161,7 @@ def export_run(
 @torch.inference_mode()
 def parity(
     cfg: TrainConfig,
-    model: DualEncoder,
+    image_tower: torch.nn.Module,
     text_tower: SentenceTextTower,
     tok: Tokenizer,
     manifest: ModelManifest,
@@ -152,7 +174,7 @@ def parity(
     _, val, _ = Catalogue.load(cfg.captions, cfg.images).split()
     images = torch.from_numpy(load_images(cfg.images, val.ids[:n_images]))
     pixels = normalize(to_pixels(images)).contiguous()
-    ref_img = model.image_tower(pixels).numpy()
+    ref_img = image_tower(pixels).numpy()
     onnx_img = onnx_io.run_tower(
         onnx_io.session(out_dir / manifest.image.file), {manifest.image.input_name: pixels.numpy()}
     )

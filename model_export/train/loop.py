@@ -29,6 +29,7 @@ from model_export.train.model import (
     match_matrix,
     multi_positive_infonce,
 )
+from model_export.train.parts import check_weights
 from model_export.train.text import cached_caption_embeddings, minilm_dir
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class TrainConfig:
     init_from: str | None = None
     # field name ("colour", "article", "gender", ...) -> weight of its prompt-classification loss
     attribute_weights: dict[str, float] = field(default_factory=dict)
+    # field -> weight of its label part in the exported image embedding (parts.py); fitted after
+    # training, at export, so a finished run can be exported with or without them
+    image_parts: dict[str, float] = field(default_factory=dict)
     cnn: dict = field(
         default_factory=lambda: {
             "stem": [24],
@@ -76,6 +80,11 @@ class TrainConfig:
             )
         if any(w < 0 for w in self.attribute_weights.values()):
             raise ValueError("attribute loss weights must be >= 0 (a negative one pushes images off labels)")
+        check_weights(self.image_parts)
+        if self.image_parts and self.init_from:
+            raise ValueError(
+                "image parts read the trained CNN tower's features; they do not apply to --init-from"
+            )
         if not 0.0 <= self.name_prob <= 1.0:
             raise ValueError(f"name_prob is a probability, from 0 to 1 (got {self.name_prob})")
 

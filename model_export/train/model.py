@@ -63,8 +63,11 @@ class ColourBranch(nn.Module):
         )
         self.head = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
+    def pooled(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.pixels(pixel_values).mean(dim=(2, 3))
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pixels(pixel_values).mean(dim=(2, 3)))
+        return self.head(self.pooled(pixel_values))
 
 
 class SmallCNN(nn.Module):
@@ -94,10 +97,20 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, dim)
         self.colour = ColourBranch(colour_channels, dim) if colour_channels else None
+        self.pooled_dim = cin + colour_channels
+
+    def embed_and_pool(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding (not normalised) and the pooled features it was made from (the CNN's,
+        then the colour branch's): label parts (``parts.py``) read the latter without a second pass."""
+        pooled = self.features(pixel_values).mean(dim=(2, 3))
+        out = self.head(pooled)
+        if self.colour is None:
+            return out, pooled
+        colour = self.colour.pooled(pixel_values)
+        return out + self.colour.head(colour), torch.cat([pooled, colour], dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.features(pixel_values).mean(dim=(2, 3)))
-        return out if self.colour is None else out + self.colour(pixel_values)
+        return self.embed_and_pool(pixel_values)[0]
 
 
 class Projection(nn.Module):
@@ -132,16 +145,20 @@ class CachedCaptionTower(nn.Module):
 
 
 class SentenceTextTower(nn.Module):
-    """Export-time text tower: token ids + mask -> frozen encoder -> mean pool -> projection."""
+    """Export-time text tower: token ids + mask -> frozen encoder -> mean pool -> projection, then
+    ``pad`` zeros where the image embedding carries label parts (``parts.py``), which text never
+    scores against."""
 
-    def __init__(self, encoder: nn.Module, projection: Projection) -> None:
+    def __init__(self, encoder: nn.Module, projection: Projection, pad: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.projection = projection
+        self.pad = pad
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.projection(mean_pool(hidden, attention_mask))
+        out = self.projection(mean_pool(hidden, attention_mask))
+        return F.pad(out, (0, self.pad)) if self.pad else out
 
 
 class DualEncoder(nn.Module):

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from fashion_search.encoder import Encoder  # noqa: E402
 from fashion_search.imaging import decode_image, prepare_pixels  # noqa: E402
-from model_export.train.cli import attribute_weights  # noqa: E402
+from model_export.train.cli import field_weights  # noqa: E402
 from model_export.train.data import (  # noqa: E402
     ARTICLE,
     COLOUR,
@@ -148,9 +148,9 @@ def test_attribute_loss_prefers_images_at_their_own_label(kagl_dir: Path, tmp_pa
 
 
 def test_attribute_loss_settings_are_checked(kagl_dir: Path, tmp_path: Path) -> None:
-    assert attribute_weights(["colour=0.3", "article=0.1"]) == {"colour": 0.3, "article": 0.1}
-    with pytest.raises(SystemExit, match="FIELD=WEIGHT"):
-        attribute_weights(["colour"])
+    assert field_weights(["colour=0.3", "article=0.1"], "--x") == {"colour": 0.3, "article": 0.1}
+    with pytest.raises(SystemExit, match="--attribute-loss wants FIELD=WEIGHT"):
+        field_weights(["colour"], "--attribute-loss")
     with pytest.raises(ValueError, match="unknown field"):
         TrainConfig(images=tmp_path, captions=tmp_path, run_dir=tmp_path, attribute_weights={"price": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
@@ -162,6 +162,37 @@ def test_attribute_loss_settings_are_checked(kagl_dir: Path, tmp_path: Path) -> 
     assert not (tmp_path / "run").exists()  # refused before anything was written
     with pytest.raises(SystemExit, match=r"^error: name_prob is a probability"):
         main(["--name-prob", "1.5", "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("parts", "init_from", "message"),
+    [
+        ({"price": 0.2}, None, "image part on unknown field"),
+        ({"name": 0.2}, None, "image part on unknown field"),  # 31k mostly unique values: not a label
+        ({"article": 0.0}, None, "between 0 and 1"),
+        ({"article": 1.0}, None, "between 0 and 1"),
+        ({"article": 0.6, "colour": 0.4}, None, "sum to 1.00"),  # nothing left for text search
+        ({"article": 0.3}, "some/clip", "do not apply to --init-from"),
+    ],
+)
+def test_image_part_settings_are_checked(
+    tmp_path: Path, parts: dict[str, float], init_from: str | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(
+            images=tmp_path, captions=tmp_path, run_dir=tmp_path, image_parts=parts, init_from=init_from
+        )
+
+
+def test_a_bad_image_part_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from model_export.train.cli import main
+
+    with pytest.raises(SystemExit, match=r"^--image-part wants FIELD=WEIGHT"):
+        main(["--image-part", "article", "--run-dir", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match=r"^error: image part weights sum to 1.10"):
+        main(["--image-part", "article=0.6", "--image-part", "colour=0.5", "--run-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
     assert not (tmp_path / "run").exists()
 
 
@@ -240,3 +271,41 @@ def test_init_from_fine_tunes_a_clip_checkpoint_and_exports_it(kagl_dir: Path, t
     )
     enc = Encoder.load(tmp_path / "model")
     assert enc.embed_texts(["red dress"]).shape == (1, manifest.embedding_dim)
+
+
+@pytest.mark.slow
+def test_image_parts_keep_text_ranking_and_learn_their_label(kagl_dir: Path, tmp_path: Path) -> None:
+    """A run exported with and without label parts: text -> image scores differ by the one constant
+    factor sqrt(1 - sum of weights), so text search ranks identically; images stay unit vectors;
+    and the article part puts photos of one article type closer than photos of two."""
+    from model_export.train.export import export_run
+    from model_export.train.parts import PART_DIM
+
+    cfg = _config(kagl_dir, tmp_path / "run")
+    _, data, _ = train(cfg)
+    plain = export_run(cfg, tmp_path / "plain", precision="fp32", command="pytest", sample_images=8)
+    parted_cfg = TrainConfig(**{**vars(cfg), "image_parts": {"article": 0.3, "colour": 0.2}})
+    with pytest.raises(ValueError, match="needs the run's training data"):
+        export_run(parted_cfg, tmp_path / "no-data", precision="fp32", sample_images=8)
+    parted = export_run(
+        parted_cfg, tmp_path / "parted", precision="fp32", command="pytest", sample_images=8, data=data
+    )
+    assert parted.embedding_dim == plain.embedding_dim + 2 * PART_DIM == 32 + 128
+    a, b = Encoder.load(tmp_path / "plain"), Encoder.load(tmp_path / "parted")
+
+    pixels = normalize(to_pixels(data.images[data.train_idx])).contiguous().numpy()
+    img_a, img_b = a.embed_pixels(pixels), b.embed_pixels(pixels)
+    np.testing.assert_allclose(np.linalg.norm(img_b, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(img_b[:, :32], np.sqrt(0.5) * img_a, atol=1e-5)
+    texts = ["men black tshirts", "a red handbag for women", "Puma Men Grey Track Pants"]
+    txt_a, txt_b = a.embed_texts(texts), b.embed_texts(texts)
+    assert np.all(txt_b[:, 32:] == 0.0)
+    np.testing.assert_allclose(txt_b @ img_b.T, np.sqrt(0.5) * (txt_a @ img_a.T), atol=1e-5)
+
+    # The article part: columns 32..96 (parts in sorted field order: article, colour).
+    article = img_b[:, 32 : 32 + PART_DIM] / np.sqrt(0.3)
+    labels = data.bank.attrs[data.train_idx, ARTICLE]
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~np.eye(len(labels), dtype=bool)
+    sims = article @ article.T
+    assert sims[same & off_diagonal].mean() > sims[~same].mean() + 0.15  # 0.34 vs 0.06 here
