@@ -64,10 +64,9 @@ class ColourBranch(nn.Module):
         self.head = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def pooled(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The soft histogram; ``SmallCNN`` adds ``head`` of it to its output and keeps it for
+        label parts, so the branch has no ``forward`` of its own."""
         return self.pixels(pixel_values).mean(dim=(2, 3))
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pooled(pixel_values))
 
 
 class SmallCNN(nn.Module):

@@ -15,9 +15,9 @@ score against any image is ``a`` times its score without parts: text search rank
 before, while image -> image scores add ``w`` times each label part's agreement. One vector per
 image, so every store and the runtime need nothing new.
 
-The parts train in under two minutes on two CPU cores: the CNN is frozen, its pooled features of every
-training photo and its mirror image are computed once, and only a two-layer MLP per label learns,
-as a cosine classifier against one learnt prototype per value (the prototypes are dropped).
+The parts train in under two minutes on two CPU cores: the CNN is frozen, its pooled features of
+every training photo and its mirror image are computed once, and only a two-layer MLP per label
+learns, as a cosine classifier against one learnt prototype per value (the prototypes are dropped).
 """
 
 from __future__ import annotations
