@@ -145,8 +145,8 @@ def fit_parts(
     seed: int,
 ) -> PartedImageTower:
     """``images``: the training photos; ``attrs[i, f]``: photo ``i``'s value id of field
-    ``FIELDS[f]`` (``CaptionBank.attrs``). Seeded: the same run gives the same parts."""
-    check_weights(weights)
+    ``FIELDS[f]`` (``CaptionBank.attrs``). Seeded: the same run gives the same parts. The weights
+    were checked by ``TrainConfig`` and are checked again by ``PartedImageTower``."""
     tower.eval()
     features = pooled_features(tower, images, spec, device)
     parts = {}
